@@ -1,4 +1,4 @@
-"""Rotation conversions (see docs/conventions.md: axis-angle, column vectors, 6D = first two columns).
+"""Rotation conversions (docs/conventions.md: axis-angle, column vectors, 6D = two columns).
 
 All functions are batched over leading dimensions, differentiable, and work in float32 or float64.
 """
@@ -12,9 +12,9 @@ __all__ = [
     "axis_angle_to_matrix",
     "matrix_to_axis_angle",
     "matrix_to_quaternion",
+    "matrix_to_rot6d",
     "quaternion_to_matrix",
     "rot6d_to_matrix",
-    "matrix_to_rot6d",
     "skew",
 ]
 
@@ -73,7 +73,7 @@ def matrix_to_quaternion(
                     m[..., 1, 0] - m[..., 0, 1],
                 ],
                 -1,
-            ),  # noqa: E501
+            ),
             torch.stack(
                 [
                     m[..., 2, 1] - m[..., 1, 2],
@@ -82,7 +82,7 @@ def matrix_to_quaternion(
                     m[..., 0, 2] + m[..., 2, 0],
                 ],
                 -1,
-            ),  # noqa: E501
+            ),
             torch.stack(
                 [
                     m[..., 0, 2] - m[..., 2, 0],
@@ -91,7 +91,7 @@ def matrix_to_quaternion(
                     m[..., 2, 1] + m[..., 1, 2],
                 ],
                 -1,
-            ),  # noqa: E501
+            ),
             torch.stack(
                 [
                     m[..., 1, 0] - m[..., 0, 1],
@@ -100,7 +100,7 @@ def matrix_to_quaternion(
                     q_abs[..., 3] ** 2,
                 ],
                 -1,
-            ),  # noqa: E501
+            ),
         ],
         dim=-2,
     )  # [..., 4, 4]
