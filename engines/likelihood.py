@@ -1,0 +1,98 @@
+"""Feature likelihoods of a rendered Neural Body Volume against an image's features (DESIGN.md s3).
+
+Both are losses to minimise, one value per body:
+
+- plain: ``L = 1 - mean_p[mask(p) obj(p) + (1 - mask(p)) clu(p)]``;
+- occlusion-robust: with ``a = clamp((obj + 1) / 2, 1e-8, 1)`` and ``b = (clu + 1) / 2``, a soft
+  per-pixel max at temperature 0.1, ``m = a sa + b sb`` with ``(sa, sb) = softmax(a/0.1, b/0.1)``,
+  and ``L = mean_p (1 - m)``.
+
+``obj(p) = sum_o pi_o(p) cos(Phi_o(p), F(p))`` is the expected cosine between the rendered
+orientation-specific kernel feature and the image feature, and ``clu(p) = cos(F(p), c)`` scores the
+clutter (background) direction ``c``. Pixels inside the coverage mask where clutter explains the
+feature better than the body (``b > a``) form the occlusion map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["LikelihoodOutput", "feature_likelihood", "orientation_pi"]
+
+_EPS = 1e-8
+
+
+@dataclass
+class LikelihoodOutput:
+    loss: torch.Tensor  # [B] to minimise
+    obj: torch.Tensor  # [B, H, W] body score (0 outside the render)
+    clu: torch.Tensor  # [B, H, W] clutter score
+    occluded: torch.Tensor  # [B, H, W] bool: covered pixels better explained by clutter
+    occluded_fraction: torch.Tensor  # [B] share of covered pixels that are occluded
+
+
+def orientation_pi(
+    orient: torch.Tensor,  # [B, O, H, W] rendered soft bin weights
+    mode: Literal["softmax", "normalize"] = "normalize",
+) -> torch.Tensor:  # -> [B, O, H, W]
+    """Per-pixel bin probabilities. ``softmax`` is the released code's choice (flagged by its
+    authors as a possible bug: it flattens the weights); ``normalize`` divides by their sum."""
+    if mode == "softmax":
+        return torch.softmax(orient, dim=1)
+    if mode == "normalize":
+        s = orient.sum(dim=1, keepdim=True)
+        uniform = torch.full_like(orient, 1.0 / orient.shape[1])
+        return torch.where(s > _EPS, orient / s.clamp(min=_EPS), uniform)
+    raise ValueError(f"mode must be 'softmax' or 'normalize', got {mode!r}")
+
+
+def _check(features, rendered, orient, mask, clutter) -> tuple[int, int]:
+    if features.ndim != 4:
+        raise ValueError(f"features must be [B, C, H, W], got {tuple(features.shape)}")
+    b, c, h, w = features.shape
+    if orient.ndim != 4 or orient.shape[0] != b or orient.shape[2:] != (h, w):
+        raise ValueError(f"orient must be [B, O, H, W] = [{b}, O, {h}, {w}], got "
+                         f"{tuple(orient.shape)}")  # fmt: skip
+    o = orient.shape[1]
+    if rendered.shape != (b, o * c, h, w):
+        raise ValueError(f"rendered must be [B, O*C, H, W] = {(b, o * c, h, w)}, got "
+                         f"{tuple(rendered.shape)}")  # fmt: skip
+    if mask.shape != (b, h, w):
+        raise ValueError(f"mask must be [B, H, W] = {(b, h, w)}, got {tuple(mask.shape)}")
+    if clutter.shape != (c,):
+        raise ValueError(f"clutter must be [C] = ({c},), got {tuple(clutter.shape)}")
+    return o, c
+
+
+def feature_likelihood(
+    features: torch.Tensor,  # [B, C, H, W] unit image features
+    rendered: torch.Tensor,  # [B, O*C, H, W] rendered kernel features, bins stacked
+    orient: torch.Tensor,  # [B, O, H, W] rendered soft orientation weights
+    mask: torch.Tensor,  # [B, H, W] coverage mask (bool or {0, 1})
+    clutter: torch.Tensor,  # [C] unit clutter direction
+    robust: bool = True,
+    orient_mode: Literal["softmax", "normalize"] = "normalize",
+    temperature: float = 0.1,
+) -> LikelihoodOutput:
+    o, c = _check(features, rendered, orient, mask, clutter)
+    b, _, h, w = features.shape
+    phi = F.normalize(rendered.reshape(b, o, c, h, w), dim=2, eps=_EPS)  # [B, O, C, H, W]
+    cos = (phi * features[:, None]).sum(dim=2)  # [B, O, H, W]
+    obj = (orientation_pi(orient, orient_mode) * cos).sum(dim=1)  # [B, H, W]
+    clu = torch.einsum("bchw,c->bhw", features, clutter).detach()
+    maskf = mask.to(features.dtype)
+    a = ((obj + 1) / 2).clamp(_EPS, 1.0)
+    bb = (clu + 1) / 2
+    if robust:
+        sa, sb = torch.softmax(torch.stack([a, bb]) / temperature, dim=0)
+        loss = (1 - (a * sa + bb * sb)).mean(dim=(1, 2))
+    else:
+        loss = 1 - (maskf * obj + (1 - maskf) * clu).mean(dim=(1, 2))
+    occluded = (bb > a) & mask.bool()
+    covered = mask.bool().sum(dim=(1, 2)).clamp(min=1)
+    frac = occluded.sum(dim=(1, 2)) / covered
+    return LikelihoodOutput(loss, obj, clu, occluded.detach(), frac.detach())

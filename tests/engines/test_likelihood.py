@@ -1,0 +1,94 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engines.likelihood import feature_likelihood, orientation_pi
+
+
+def _scene(b=2, c=8, o=3, h=6, w=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = F.normalize(torch.randn(b, c, h, w, generator=g), dim=1)
+    rendered = torch.randn(b, o * c, h, w, generator=g)
+    orient = torch.rand(b, o, h, w, generator=g)
+    mask = torch.rand(b, h, w, generator=g) > 0.4
+    clutter = F.normalize(torch.randn(c, generator=g), dim=0)
+    return feats, rendered, orient, mask, clutter
+
+
+def test_plain_matches_literal_formula():
+    feats, rendered, orient, mask, clutter = _scene()
+    out = feature_likelihood(feats, rendered, orient, mask, clutter, robust=False)
+    b, c, h, w = feats.shape
+    loss = torch.zeros(b)
+    for i in range(b):
+        total = 0.0
+        for y in range(h):
+            for x in range(w):
+                f = feats[i, :, y, x]
+                if mask[i, y, x]:
+                    wts = orient[i, :, y, x] / orient[i, :, y, x].sum()
+                    s = sum(
+                        wts[k] * F.cosine_similarity(rendered[i, k * c : (k + 1) * c, y, x], f, 0)
+                        for k in range(3)
+                    )
+                else:
+                    s = torch.dot(f, clutter)
+                total += s
+        loss[i] = 1 - total / (h * w)
+    assert torch.allclose(out.loss, loss, atol=1e-5)
+
+
+def test_robust_soft_max_and_occlusion_map():
+    feats, rendered, orient, mask, clutter = _scene(seed=1)
+    out = feature_likelihood(feats, rendered, orient, mask, clutter, robust=True)
+    a = ((out.obj + 1) / 2).clamp(1e-8, 1)
+    bb = (out.clu + 1) / 2
+    sa = torch.exp(a / 0.1) / (torch.exp(a / 0.1) + torch.exp(bb / 0.1))
+    m = a * sa + bb * (1 - sa)
+    assert torch.allclose(out.loss, (1 - m).mean(dim=(1, 2)), atol=1e-6)
+    assert torch.equal(out.occluded, (bb > a) & mask)
+    assert (out.occluded_fraction >= 0).all() and (out.occluded_fraction <= 1).all()
+
+
+def test_perfect_render_scores_better_than_wrong_render():
+    feats, _, orient, _, clutter = _scene(b=1, seed=2)
+    mask = torch.ones(1, 6, 5, dtype=torch.bool)
+    good = feats.repeat(1, 3, 1, 1) * 3.0
+    bad = -good
+    for robust in (False, True):
+        lg = feature_likelihood(feats, good, orient, mask, clutter, robust=robust).loss
+        lb = feature_likelihood(feats, bad, orient, mask, clutter, robust=robust).loss
+        assert lg < lb
+    # robust: a pixel the body cannot explain falls back to the clutter score, bounded loss
+    out = feature_likelihood(feats, bad, orient, mask, clutter, robust=True)
+    assert out.occluded.any()
+
+
+def test_gradient_reaches_render_not_clutter():
+    feats, rendered, orient, mask, clutter = _scene(seed=3)
+    rendered.requires_grad_(True)
+    feature_likelihood(feats, rendered, orient, mask, clutter).loss.sum().backward()
+    assert rendered.grad is not None and rendered.grad.abs().sum() > 0
+
+
+def test_orientation_pi_modes():
+    orient = torch.tensor([1.0, 0.0, 0.0]).reshape(1, 3, 1, 1)
+    assert torch.allclose(orientation_pi(orient, "normalize").flatten(), torch.tensor([1.0, 0, 0]))
+    sm = orientation_pi(orient, "softmax").flatten()
+    assert sm[0] > sm[1] and torch.isclose(sm.sum(), torch.tensor(1.0))
+    zero = torch.zeros(1, 3, 1, 1)
+    assert torch.allclose(orientation_pi(zero).flatten(), torch.full((3,), 1 / 3))
+    with pytest.raises(ValueError, match="mode"):
+        orientation_pi(orient, "max")
+
+
+def test_bad_shapes_name_the_argument():
+    feats, rendered, orient, mask, clutter = _scene()
+    with pytest.raises(ValueError, match="rendered"):
+        feature_likelihood(feats, rendered[:, :5], orient, mask, clutter)
+    with pytest.raises(ValueError, match="mask"):
+        feature_likelihood(feats, rendered, orient, mask[:, :2], clutter)
+    with pytest.raises(ValueError, match="clutter"):
+        feature_likelihood(feats, rendered, orient, mask, clutter[:3])
+    with pytest.raises(ValueError, match="features"):
+        feature_likelihood(feats[0], rendered, orient, mask, clutter)
