@@ -1,0 +1,86 @@
+"""Regression-head losses (DESIGN.md s5; weights of the released code, scaled by 60).
+
+All inputs are batched over ``B`` crops. Joints are SMPL's 24 in the crop camera frame (metres);
+2D joints are crop pixels; the crop camera is OpenCV pinhole (docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["RegressionWeights", "regression_losses", "weak_perspective_to_transl"]
+
+
+@dataclass(frozen=True)
+class RegressionWeights:
+    joints3d: float = 300.0
+    joints2d: float = 300.0
+    pose: float = 60.0
+    betas: float = 0.06
+    cam_prior: float = 60.0
+    parts: float = 60.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RegressionWeights:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown regression weight(s): {sorted(unknown)}")
+        return cls(**{k: float(v) for k, v in d.items()})
+
+
+def weak_perspective_to_transl(
+    cam: torch.Tensor,  # [B, 3] (s, tx, ty), crop coordinates normalised to [-1, 1]
+    focal: torch.Tensor,  # [B] crop focal length, pixels
+    size: int,  # crop side S, pixels
+) -> torch.Tensor:  # -> [B, 3]
+    """``[tx, ty, 2 f / (S s)]`` (docs/conventions.md, "Weak perspective"); s is clamped > 0."""
+    s = cam[:, 0].clamp(min=1e-3)
+    return torch.stack([cam[:, 1], cam[:, 2], 2.0 * focal / (size * s)], dim=-1)
+
+
+def _project(joints: torch.Tensor, K: torch.Tensor) -> torch.Tensor:  # [B, J, 3], [B, 3, 3]
+    z = joints[..., 2:].clamp(min=1e-3)
+    uv1 = torch.einsum("bij,bnj->bni", K, joints / z)
+    return uv1[..., :2]
+
+
+def regression_losses(
+    pred_rotmats: torch.Tensor,  # [B, 24, 3, 3]
+    pred_betas: torch.Tensor,  # [B, 10]
+    pred_cam: torch.Tensor,  # [B, 3]
+    pred_joints: torch.Tensor,  # [B, 24, 3] joints of the predicted pose/shape with transl = 0
+    gt_rotmats: torch.Tensor,  # [B, 24, 3, 3]
+    gt_betas: torch.Tensor,  # [B, 10]
+    gt_joints3d: torch.Tensor,  # [B, 24, 3] camera frame
+    gt_joints2d: torch.Tensor,  # [B, 24, 2] crop pixels
+    K: torch.Tensor,  # [B, 3, 3] crop camera
+    size: int,
+    weights: RegressionWeights,
+    part_logits: torch.Tensor | None = None,  # [B, 25, h, w]
+    gt_parts: torch.Tensor | None = None,  # [B, h, w] long, 0 = background
+    joints2d_visible: torch.Tensor | None = None,  # [B, 24] bool
+) -> dict[str, torch.Tensor]:
+    """Weighted loss terms (each a scalar); ``total`` is their sum."""
+    out: dict[str, torch.Tensor] = {}
+    root_p = pred_joints[:, :1]
+    root_g = gt_joints3d[:, :1]
+    out["joints3d"] = weights.joints3d * F.mse_loss(pred_joints - root_p, gt_joints3d - root_g)
+    transl = weak_perspective_to_transl(pred_cam, K[:, 0, 0], size)
+    cam_joints = pred_joints + transl[:, None]  # SMPL transl moves the body-frame origin
+    uv = _project(cam_joints, K)
+    norm = size / 2.0
+    err2d = ((uv - gt_joints2d) / norm) ** 2  # [B, 24, 2]
+    if joints2d_visible is not None:
+        err2d = err2d * joints2d_visible[..., None].to(err2d.dtype)
+    out["joints2d"] = weights.joints2d * err2d.mean()
+    out["pose"] = weights.pose * F.mse_loss(pred_rotmats, gt_rotmats)
+    out["betas"] = weights.betas * F.mse_loss(pred_betas, gt_betas)
+    out["cam_prior"] = weights.cam_prior * (torch.exp(-10 * pred_cam[:, 0]) ** 2).mean()
+    if part_logits is not None and gt_parts is not None:
+        out["parts"] = weights.parts * F.cross_entropy(part_logits, gt_parts)
+    out["total"] = sum(out.values())
+    return out

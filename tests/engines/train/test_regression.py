@@ -1,0 +1,69 @@
+import math
+
+import pytest
+import torch
+
+from engines.rotations import axis_angle_to_matrix
+from engines.train.regression import (
+    RegressionWeights,
+    regression_losses,
+    weak_perspective_to_transl,
+)
+
+
+def _camera(b, f=500.0, size=192):
+    K = torch.zeros(b, 3, 3)
+    K[:, 0, 0] = K[:, 1, 1] = f
+    K[:, 0, 2] = K[:, 1, 2] = (size - 1) / 2
+    K[:, 2, 2] = 1
+    return K
+
+
+def test_weak_perspective_depth():
+    cam = torch.tensor([[0.5, 0.1, -0.2]])
+    t = weak_perspective_to_transl(cam, torch.tensor([500.0]), 200)
+    assert torch.allclose(t, torch.tensor([[0.1, -0.2, 2 * 500 / (200 * 0.5)]]))
+
+
+def _gt(b=2, size=192, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rot = axis_angle_to_matrix(0.3 * torch.randn(b, 24, 3, generator=g))
+    joints = 0.5 * torch.randn(b, 24, 3, generator=g)
+    cam = torch.tensor([[0.8, 0.05, -0.1]]).repeat(b, 1)
+    K = _camera(b, size=size)
+    transl = weak_perspective_to_transl(cam, K[:, 0, 0], size)
+    j3d = joints + transl[:, None]
+    uv = torch.einsum("bij,bnj->bni", K, j3d / j3d[..., 2:])[..., :2]
+    betas = torch.randn(b, 10, generator=g)
+    return rot, betas, cam, joints, j3d, uv, K
+
+
+def test_perfect_prediction_has_only_camera_prior():
+    rot, betas, cam, joints, j3d, uv, K = _gt()
+    out = regression_losses(rot, betas, cam, joints, rot, betas, j3d, uv, K, 192,
+                            RegressionWeights())  # fmt: skip
+    for k in ("joints3d", "joints2d", "pose", "betas"):
+        assert out[k].item() == pytest.approx(0.0, abs=1e-8), k
+    assert out["cam_prior"].item() == pytest.approx(60 * math.exp(-16), rel=1e-4)
+
+
+def test_errors_raise_losses_and_gradients_flow():
+    rot, betas, cam, joints, j3d, uv, K = _gt()
+    cam_p = cam.clone().requires_grad_(True)
+    joints_p = (joints + 0.05).requires_grad_(True)
+    out = regression_losses(rot, betas, cam_p, joints_p, rot, betas, j3d, uv, K, 192,
+                            RegressionWeights())  # fmt: skip
+    assert out["joints2d"] > 0
+    out["total"].backward()
+    assert cam_p.grad.abs().sum() > 0 and joints_p.grad.abs().sum() > 0
+
+
+def test_parts_term_and_unknown_weight():
+    rot, betas, cam, joints, j3d, uv, K = _gt()
+    logits = torch.zeros(2, 25, 4, 4)
+    parts = torch.zeros(2, 4, 4, dtype=torch.long)
+    out = regression_losses(rot, betas, cam, joints, rot, betas, j3d, uv, K, 192,
+                            RegressionWeights(), logits, parts)  # fmt: skip
+    assert out["parts"].item() == pytest.approx(60 * math.log(25), rel=1e-5)
+    with pytest.raises(ValueError, match="unknown"):
+        RegressionWeights.from_dict({"joint3d": 1.0})
