@@ -31,8 +31,8 @@ class LikelihoodOutput:
     loss: torch.Tensor  # [B] to minimise
     obj: torch.Tensor  # [B, H, W] body score (0 outside the render)
     clu: torch.Tensor  # [B, H, W] clutter score
-    occluded: torch.Tensor  # [B, H, W] bool: covered pixels better explained by clutter
-    occluded_fraction: torch.Tensor  # [B] share of covered pixels that are occluded
+    occluded: torch.Tensor  # [B, H, W] bool: support pixels better explained by clutter
+    occluded_fraction: torch.Tensor  # [B] share of support pixels that are occluded
 
 
 def orientation_pi(
@@ -55,12 +55,14 @@ def _check(features, rendered, orient, mask, clutter) -> tuple[int, int]:
         raise ValueError(f"features must be [B, C, H, W], got {tuple(features.shape)}")
     b, c, h, w = features.shape
     if orient.ndim != 4 or orient.shape[0] != b or orient.shape[2:] != (h, w):
-        raise ValueError(f"orient must be [B, O, H, W] = [{b}, O, {h}, {w}], got "
-                         f"{tuple(orient.shape)}")  # fmt: skip
+        raise ValueError(
+            f"orient must be [B, O, H, W] = [{b}, O, {h}, {w}], got {tuple(orient.shape)}"
+        )
     o = orient.shape[1]
     if rendered.shape != (b, o * c, h, w):
-        raise ValueError(f"rendered must be [B, O*C, H, W] = {(b, o * c, h, w)}, got "
-                         f"{tuple(rendered.shape)}")  # fmt: skip
+        raise ValueError(
+            f"rendered must be [B, O*C, H, W] = {(b, o * c, h, w)}, got {tuple(rendered.shape)}"
+        )
     if mask.shape != (b, h, w):
         raise ValueError(f"mask must be [B, H, W] = {(b, h, w)}, got {tuple(mask.shape)}")
     if clutter.shape != (c,):
@@ -77,8 +79,18 @@ def feature_likelihood(
     robust: bool = True,
     orient_mode: Literal["softmax", "normalize"] = "normalize",
     temperature: float = 0.1,
+    support: torch.Tensor | None = None,  # [B, H, W] bool body pixels for the occlusion map
 ) -> LikelihoodOutput:
+    """Likelihood loss per body. The occlusion map and fraction are counted on ``support``
+    (default: the coverage mask, which is the silhouette dilated by the kernel footprint; pass
+    e.g. ``silhouette > 0.5`` to count only pixels the body itself covers)."""
     o, c = _check(features, rendered, orient, mask, clutter)
+    if support is None:
+        support = mask
+    elif support.shape != mask.shape:
+        raise ValueError(
+            f"support must be [B, H, W] = {tuple(mask.shape)}, got {tuple(support.shape)}"
+        )
     b, _, h, w = features.shape
     phi = F.normalize(rendered.reshape(b, o, c, h, w), dim=2, eps=_EPS)  # [B, O, C, H, W]
     cos = (phi * features[:, None]).sum(dim=2)  # [B, O, H, W]
@@ -92,7 +104,7 @@ def feature_likelihood(
         loss = (1 - (a * sa + bb * sb)).mean(dim=(1, 2))
     else:
         loss = 1 - (maskf * obj + (1 - maskf) * clu).mean(dim=(1, 2))
-    occluded = (bb > a) & mask.bool()
-    covered = mask.bool().sum(dim=(1, 2)).clamp(min=1)
+    occluded = (bb > a) & support.bool()
+    covered = support.bool().sum(dim=(1, 2)).clamp(min=1)
     frac = occluded.sum(dim=(1, 2)) / covered
     return LikelihoodOutput(loss, obj, clu, occluded.detach(), frac.detach())

@@ -46,8 +46,9 @@ def _check(name: str, t: torch.Tensor, ndim: int, shape_doc: str) -> None:
 class FeatureBank(torch.nn.Module):
     """EMA memory of kernel features per orientation bin and a clutter FIFO (buffers only)."""
 
-    def __init__(self, n_kernels: int, n_bins: int, dim: int, config: BankConfig | None = None,
-                 seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, n_kernels: int, n_bins: int, dim: int, config: BankConfig | None = None, seed: int = 0
+    ) -> None:
         super().__init__()
         self.config = config or BankConfig()
         self.n_kernels, self.n_bins, self.dim = n_kernels, n_bins, dim

@@ -40,8 +40,9 @@ def _gt(b=2, size=192, seed=0):
 
 def test_perfect_prediction_has_only_camera_prior():
     rot, betas, cam, joints, j3d, uv, K = _gt()
-    out = regression_losses(rot, betas, cam, joints, rot, betas, j3d, uv, K, 192,
-                            RegressionWeights())  # fmt: skip
+    out = regression_losses(
+        rot, betas, cam, joints, rot, betas, j3d, uv, K, 192, RegressionWeights()
+    )
     for k in ("joints3d", "joints2d", "pose", "betas"):
         assert out[k].item() == pytest.approx(0.0, abs=1e-8), k
     assert out["cam_prior"].item() == pytest.approx(60 * math.exp(-16), rel=1e-4)
@@ -51,8 +52,9 @@ def test_errors_raise_losses_and_gradients_flow():
     rot, betas, cam, joints, j3d, uv, K = _gt()
     cam_p = cam.clone().requires_grad_(True)
     joints_p = (joints + 0.05).requires_grad_(True)
-    out = regression_losses(rot, betas, cam_p, joints_p, rot, betas, j3d, uv, K, 192,
-                            RegressionWeights())  # fmt: skip
+    out = regression_losses(
+        rot, betas, cam_p, joints_p, rot, betas, j3d, uv, K, 192, RegressionWeights()
+    )
     assert out["joints2d"] > 0
     out["total"].backward()
     assert cam_p.grad.abs().sum() > 0 and joints_p.grad.abs().sum() > 0
@@ -62,8 +64,9 @@ def test_parts_term_and_unknown_weight():
     rot, betas, cam, joints, j3d, uv, K = _gt()
     logits = torch.zeros(2, 25, 4, 4)
     parts = torch.zeros(2, 4, 4, dtype=torch.long)
-    out = regression_losses(rot, betas, cam, joints, rot, betas, j3d, uv, K, 192,
-                            RegressionWeights(), logits, parts)  # fmt: skip
+    out = regression_losses(
+        rot, betas, cam, joints, rot, betas, j3d, uv, K, 192, RegressionWeights(), logits, parts
+    )
     assert out["parts"].item() == pytest.approx(60 * math.log(25), rel=1e-5)
     with pytest.raises(ValueError, match="unknown"):
         RegressionWeights.from_dict({"joint3d": 1.0})

@@ -1,0 +1,390 @@
+"""Neural Body Volume fitting by analysis-by-synthesis (DESIGN.md s3 "Fitting", "Warm start").
+
+The fitter owns nothing per track: callers hold :class:`BodyState` values (one row per person)
+and pass them in; every entry point returns new states and leaves its inputs untouched.
+
+- :meth:`NBVFitter.cold_start`: from the regression head; the released code's two Adam stages
+  (global orient + translation, then global orient + body pose), the best iterate kept per body,
+  and optionally the front/back-flipped start scored and optimised too.
+- :meth:`NBVFitter.warm_start`: from the previous frame's fit (optionally extrapolated with the
+  last velocity), a few steps on all pose parameters, with diagnostics (final likelihood,
+  occlusion map, a ``lost`` flag when the body no longer explains the image).
+
+Geometry: docs/conventions.md (axis-angle in SMPL order; translation in the OpenCV camera frame,
+metres; the feature map's camera is a :class:`engines.render.Camera`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+
+from engines.body import BodyModel
+from engines.likelihood import LikelihoodOutput, feature_likelihood
+from engines.nbv import NeuralBodyVolume
+from engines.render import Camera, render, render_features
+from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+
+__all__ = [
+    "BodyState",
+    "FitConfig",
+    "FitResult",
+    "NBVFitter",
+    "flip_front_back",
+    "hinge_prior",
+    "velocity",
+]
+
+# SMPL left/right joint pairs (docs/conventions.md joint table), for mirroring poses.
+_MIRROR = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
+# Hinge prior on body_pose [69] entries: left elbow y, right elbow y, left knee x, right knee x,
+# with the sign that makes the natural bend cost nothing (docs/conventions.md frames).
+_HINGE_INDEX = (52, 55, 9, 12)
+_HINGE_SIGN = (1.0, -1.0, -1.0, -1.0)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Fitting settings; defaults follow the released code where it has one."""
+
+    robust: bool = True  # occlusion-robust likelihood (else the plain one)
+    lr: float = 0.02  # cold start (0.02 robust / AdvOcc; the code uses 0.002 otherwise)
+    stage1_steps: int = 40  # global orient + translation
+    stage2_steps: int = 80  # global orient + body pose
+    flip_hypothesis: bool = True  # also optimise the front/back-flipped start
+    warm_steps: int = 8
+    warm_lr: float = 0.01
+    extrapolate: float = 0.0  # fraction of the last per-frame velocity added at warm start
+    temporal_weight: float = 0.0  # pull towards the (extrapolated) previous state at warm start
+    M: int = 10  # kernels kept per pixel
+    precision: float = 4000.0  # isotropic kernel precision (m^-2)
+    orient_mode: Literal["softmax", "normalize"] = "normalize"
+    hinge_weight: float = 0.1
+    occluded_fraction: float = 0.3  # covered pixels explained by clutter above this: occluded
+    lost_fraction: float = 0.85  # ... above this: the body no longer explains the image
+    lost_min_coverage: int = 4  # fewer covered pixels than this: lost (body out of view)
+
+    def __post_init__(self) -> None:
+        for name in ("stage1_steps", "stage2_steps", "warm_steps", "M", "lost_min_coverage"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"FitConfig.{name} must be >= 0")
+        if self.M < 1:
+            raise ValueError("FitConfig.M must be >= 1")
+        if self.orient_mode not in ("softmax", "normalize"):
+            raise ValueError(
+                f"FitConfig.orient_mode must be softmax|normalize, got {self.orient_mode!r}"
+            )
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FitConfig:
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"unknown fit config key(s): {sorted(unknown)}")
+        out = {}
+        for k, v in d.items():
+            typ = type(getattr(cls(), k))
+            if typ is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, typ):
+                raise ValueError(f"fit config key {k!r} must be {typ.__name__}, got {v!r}")
+            out[k] = v
+        return cls(**out)
+
+
+@dataclass
+class BodyState:
+    """SMPL parameters of B bodies (camera frame, docs/conventions.md)."""
+
+    global_orient: torch.Tensor  # [B, 3]
+    body_pose: torch.Tensor  # [B, 69]
+    betas: torch.Tensor  # [B, 10]
+    transl: torch.Tensor  # [B, 3]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.global_orient, torch.Tensor) or self.global_orient.dim() != 2:
+            raise ValueError("global_orient must be a tensor [B, 3]")
+        b = self.global_orient.shape[0]
+        for name, n in (("global_orient", 3), ("body_pose", 69), ("transl", 3)):
+            t = getattr(self, name)
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (b, n):
+                raise ValueError(
+                    f"{name} must be [B, {n}] = [{b}, {n}], got "
+                    f"{tuple(t.shape) if isinstance(t, torch.Tensor) else t}"
+                )
+        if (
+            not isinstance(self.betas, torch.Tensor)
+            or self.betas.dim() != 2
+            or (self.betas.shape[0] != b)
+        ):
+            raise ValueError(f"betas must be [B, N] with B = {b}")
+
+    @property
+    def batch(self) -> int:
+        return self.global_orient.shape[0]
+
+    def detach(self) -> BodyState:
+        return BodyState(*(t.detach().clone() for t in self.as_tuple()))
+
+    def as_tuple(self) -> tuple[torch.Tensor, ...]:
+        return (self.global_orient, self.body_pose, self.betas, self.transl)
+
+    def select(self, index) -> BodyState:
+        return BodyState(*(t[index] for t in self.as_tuple()))
+
+    @staticmethod
+    def cat(states: list[BodyState]) -> BodyState:
+        return BodyState(*(torch.cat(ts) for ts in zip(*(s.as_tuple() for s in states))))
+
+    @staticmethod
+    def where(cond: torch.Tensor, a: BodyState, b: BodyState) -> BodyState:  # cond: [B] bool
+        return BodyState(
+            *(torch.where(cond[:, None], x, y) for x, y in zip(a.as_tuple(), b.as_tuple()))
+        )
+
+
+@dataclass
+class FitResult:
+    state: BodyState  # fitted parameters (detached)
+    loss: torch.Tensor  # [B] final objective (likelihood + priors)
+    likelihood: torch.Tensor  # [B] likelihood term alone (lower is better)
+    occlusion: torch.Tensor  # [B, H, W] bool, covered pixels explained by clutter
+    occluded_fraction: torch.Tensor  # [B]
+    coverage: torch.Tensor  # [B] number of covered pixels
+    occluded: torch.Tensor  # [B] bool
+    lost: torch.Tensor  # [B] bool
+    joints: torch.Tensor  # [B, 24, 3] camera frame
+    steps: int  # optimiser steps taken per body
+
+
+def hinge_prior(body_pose: torch.Tensor) -> torch.Tensor:  # [B, 69] -> [B]
+    """SMPLify's bend prior: sum of exp(sign * angle)^2 on elbows (y) and knees (x)."""
+    sign = body_pose.new_tensor(_HINGE_SIGN)
+    return (torch.exp(body_pose[:, list(_HINGE_INDEX)] * sign) ** 2).sum(dim=1)
+
+
+def flip_front_back(state: BodyState, pelvis_rest: torch.Tensor) -> BodyState:  # [B, 3]
+    """Turn each body 180 degrees about its own vertical axis, then mirror left/right.
+
+    The rotation is about the rest pelvis (``pelvis_rest [B, 3]``, body frame), so the pelvis stays
+    where it was in the camera frame. Mirroring swaps left/right joints and negates the y and z
+    components of every axis-angle.
+    """
+    R = axis_angle_to_matrix(state.global_orient)  # [B, 3, 3]
+    Ry = torch.diag(state.global_orient.new_tensor([-1.0, 1.0, -1.0]))
+    R2 = R @ Ry
+    go = matrix_to_axis_angle(R2)
+    p = pelvis_rest[..., None]
+    transl = state.transl + (R @ p - R2 @ p)[..., 0]
+    full = torch.cat([go, state.body_pose], dim=1).reshape(-1, 24, 3)
+    mirrored = full[:, list(_MIRROR)] * full.new_tensor([1.0, -1.0, -1.0])
+    # the global orientation is not mirrored (it is the body's facing, already turned)
+    body_pose = mirrored[:, 1:].reshape(-1, 69)
+    return BodyState(go, body_pose, state.betas.clone(), transl)
+
+
+class NBVFitter:
+    """Fits NBV bodies to feature maps; stateless across calls (see module docstring)."""
+
+    def __init__(
+        self,
+        body: BodyModel,
+        nbv: NeuralBodyVolume,
+        kernel_table: torch.Tensor,  # [K, O*C] orientation features per kernel, bins stacked
+        clutter: torch.Tensor,  # [C] unit clutter direction
+        config: FitConfig | None = None,
+    ) -> None:
+        K, O = nbv.num_kernels, nbv.num_bins
+        if kernel_table.dim() != 2 or kernel_table.shape[0] != K or kernel_table.shape[1] % O:
+            raise ValueError(
+                f"kernel_table must be [K, O*C] with K = {K}, O = {O}, got "
+                f"{tuple(kernel_table.shape)}"
+            )
+        C = kernel_table.shape[1] // O
+        if clutter.shape != (C,):
+            raise ValueError(f"clutter must be [C] = ({C},), got {tuple(clutter.shape)}")
+        self.body, self.nbv, self.config = body, nbv, config or FitConfig()
+        self.table = kernel_table.detach()
+        self.clutter = clutter.detach()
+        self.feature_dim = C
+
+    # ------------------------------------------------------------------ objective
+    def objective(
+        self,
+        state: BodyState,
+        features: torch.Tensor,  # [B, C, H, W] unit features
+        camera: Camera,
+    ) -> tuple[torch.Tensor, LikelihoodOutput, torch.Tensor]:  # ([B], lik, joints [B, 24, 3])
+        """Total loss per body (likelihood + priors), the likelihood record and the joints."""
+        cfg = self.config
+        centres, joints = self.nbv.pose(self.body, *state.as_tuple())
+        out = render(centres, camera, cfg.precision, cfg.M)
+        rendered = render_features(out, self.table)  # [B, O*C, H, W]
+        orient = render_features(out, self.nbv.orientation_weights(joints))  # [B, O, H, W]
+        lik = feature_likelihood(
+            features,
+            rendered,
+            orient,
+            out.mask,
+            self.clutter,
+            robust=cfg.robust,
+            orient_mode=cfg.orient_mode,
+            support=out.silhouette > 0.5,
+        )
+        total = lik.loss + cfg.hinge_weight * hinge_prior(state.body_pose)
+        return total, lik, joints
+
+    def _check_inputs(self, state: BodyState, features: torch.Tensor, camera: Camera) -> None:
+        if not isinstance(features, torch.Tensor) or features.dim() != 4:
+            raise ValueError("features must be a tensor [B, C, H, W]")
+        B, C, H, W = features.shape
+        if C != self.feature_dim:
+            raise ValueError(f"features must have C = {self.feature_dim} channels, got {C}")
+        if state.batch != B:
+            raise ValueError(f"state has {state.batch} bodies but features has B = {B}")
+        if (camera.height, camera.width) != (H, W):
+            raise ValueError(f"camera is {camera.width}x{camera.height}, features are {W}x{H}")
+
+    # ------------------------------------------------------------------ optimisation
+    def _optimise(
+        self,
+        state: BodyState,
+        features: torch.Tensor,
+        camera: Camera,
+        free: tuple[str, ...],
+        steps: int,
+        lr: float,
+        anchor: BodyState | None = None,
+    ) -> tuple[BodyState, torch.Tensor]:
+        """Adam on the ``free`` fields; returns the best iterate per body and its loss."""
+        cfg = self.config
+        params = {
+            n: getattr(state, n).detach().clone().requires_grad_(n in free)
+            for n in ("global_orient", "body_pose", "betas", "transl")
+        }
+        opt = torch.optim.Adam([params[n] for n in free], lr=lr, betas=(0.9, 0.99))
+        best_state, best_loss = state.detach(), None
+        for step in range(steps + 1):
+            cur = BodyState(**params)
+            loss, _, _ = self.objective(cur, features, camera)
+            if anchor is not None and cfg.temporal_weight > 0:
+                d = torch.cat(
+                    [
+                        cur.global_orient - anchor.global_orient,
+                        cur.body_pose - anchor.body_pose,
+                        10.0 * (cur.transl - anchor.transl),
+                    ],
+                    dim=1,
+                )
+                loss = loss + cfg.temporal_weight * (d**2).sum(dim=1)
+            with torch.no_grad():
+                if best_loss is None:
+                    best_loss = loss.detach().clone()
+                else:
+                    better = loss < best_loss
+                    best_state = BodyState.where(better, cur.detach(), best_state)
+                    best_loss = torch.where(better, loss.detach(), best_loss)
+            if step == steps:
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            opt.step()
+        return best_state, best_loss
+
+    def _finish(
+        self, state: BodyState, features: torch.Tensor, camera: Camera, steps: int
+    ) -> FitResult:
+        cfg = self.config
+        with torch.no_grad():
+            total, lik, joints = self.objective(state, features, camera)
+        coverage = (lik.obj != 0).sum(dim=(1, 2))  # pixels the render reaches
+        frac = lik.occluded_fraction
+        lost = (frac > cfg.lost_fraction) | (coverage < cfg.lost_min_coverage)
+        return FitResult(
+            state=state.detach(),
+            loss=total,
+            likelihood=lik.loss,
+            occlusion=lik.occluded,
+            occluded_fraction=frac,
+            coverage=coverage,
+            occluded=(frac > cfg.occluded_fraction),
+            lost=lost,
+            joints=joints,
+            steps=steps,
+        )
+
+    def cold_start(self, init: BodyState, features: torch.Tensor, camera: Camera) -> FitResult:
+        """Full schedule from the regression head's estimate (betas stay fixed)."""
+        self._check_inputs(init, features, camera)
+        cfg = self.config
+        starts = [init.detach()]
+        if cfg.flip_hypothesis:
+            pelvis = self.body.rest_joints(init.betas)[:, 0]
+            starts.append(flip_front_back(init.detach(), pelvis))
+        best_state, best_loss = None, None
+        for s in starts:
+            s1, _ = self._optimise(
+                s, features, camera, ("global_orient", "transl"), cfg.stage1_steps, cfg.lr
+            )
+            s2, loss = self._optimise(
+                s1, features, camera, ("global_orient", "body_pose"), cfg.stage2_steps, cfg.lr
+            )
+            if best_state is None:
+                best_state, best_loss = s2, loss
+            else:
+                better = loss < best_loss
+                best_state = BodyState.where(better, s2, best_state)
+                best_loss = torch.where(better, loss, best_loss)
+        steps = len(starts) * (cfg.stage1_steps + cfg.stage2_steps)
+        return self._finish(best_state, features, camera, steps)
+
+    def warm_start(
+        self,
+        prev: BodyState,
+        features: torch.Tensor,
+        camera: Camera,
+        velocity: BodyState | None = None,  # per-frame change of the parameters at prev
+        steps: int | None = None,
+    ) -> FitResult:
+        """A few Adam steps on global orient, body pose and translation from ``prev``."""
+        self._check_inputs(prev, features, camera)
+        cfg = self.config
+        start = prev.detach()
+        if velocity is not None and cfg.extrapolate > 0:
+            a = cfg.extrapolate
+            start = BodyState(
+                _compose_aa(start.global_orient, velocity.global_orient, a),
+                start.body_pose + a * velocity.body_pose,
+                start.betas,
+                start.transl + a * velocity.transl,
+            )
+        n = cfg.warm_steps if steps is None else steps
+        state, _ = self._optimise(
+            start,
+            features,
+            camera,
+            ("global_orient", "body_pose", "transl"),
+            n,
+            cfg.warm_lr,
+            anchor=start,
+        )
+        return self._finish(state, features, camera, n)
+
+
+def _compose_aa(aa: torch.Tensor, delta: torch.Tensor, a: float) -> torch.Tensor:  # [B, 3] x2
+    """Apply a fraction ``a`` of a rotation increment (axis-angle) to ``aa``, on rotations."""
+    R = axis_angle_to_matrix(aa)
+    D = axis_angle_to_matrix(delta * a)
+    return matrix_to_axis_angle(D @ R)
+
+
+def velocity(prev: BodyState, cur: BodyState) -> BodyState:
+    """Per-frame change from ``prev`` to ``cur`` (global orientation as a rotation increment)."""
+    R0 = axis_angle_to_matrix(prev.global_orient)
+    R1 = axis_angle_to_matrix(cur.global_orient)
+    dgo = matrix_to_axis_angle(R1 @ R0.transpose(-1, -2))
+    return BodyState(
+        dgo, cur.body_pose - prev.body_pose, torch.zeros_like(cur.betas), cur.transl - prev.transl
+    )

@@ -1,0 +1,193 @@
+"""NBV fitting on feature maps synthesised from the model itself (analysis-by-synthesis)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engines.body import BodyModel
+from engines.fitter import (
+    BodyState,
+    FitConfig,
+    NBVFitter,
+    flip_front_back,
+    hinge_prior,
+    velocity,
+)
+from engines.likelihood import orientation_pi
+from engines.nbv import NeuralBodyVolume
+from engines.render import Camera, render, render_features
+
+C = 16
+
+
+@pytest.fixture(scope="module")
+def scene():
+    torch.manual_seed(0)
+    body = BodyModel.default()
+    nbv = NeuralBodyVolume(body)
+    K, O = nbv.num_kernels, nbv.num_bins
+    table = F.normalize(torch.randn(K, O, C), dim=-1).reshape(K, O * C)
+    clutter = F.normalize(torch.randn(C), dim=0)
+    cam = Camera(fx=60.0, fy=60.0, cx=23.5, cy=23.5, width=48, height=48)
+    v = body.v_template
+    mid_y = float((v[:, 1].max() + v[:, 1].min()) / 2)
+    pose = torch.zeros(1, 69)
+    pose[0, 3 * 3 + 0] = 0.6  # left knee bent
+    pose[0, 17 * 3 + 1] = -0.8  # left elbow bent
+    pose[0, 15 * 3 + 2] = -0.9  # left shoulder down
+    gt = BodyState(
+        torch.tensor([[math.pi, 0.0, 0.0]]), pose, torch.zeros(1, 10),
+        torch.tensor([[0.0, mid_y, 2.6]]),
+    )  # fmt: skip
+    return body, nbv, table, clutter, cam, gt
+
+
+def _features(scene, state):
+    body, nbv, table, clutter, cam, _ = scene
+    centres, joints = nbv.pose(body, *state.as_tuple())
+    out = render(centres, cam, 4000.0, 10)
+    rend = render_features(out, table).reshape(1, -1, C, 48, 48)
+    pi = orientation_pi(render_features(out, nbv.orientation_weights(joints)))
+    fg = (pi[:, :, None] * F.normalize(rend, dim=2)).sum(1)
+    g = torch.Generator().manual_seed(1)
+    bg = F.normalize(
+        clutter[None, :, None, None] + 0.5 * torch.randn(1, C, 48, 48, generator=g), dim=1
+    )
+    sil = out.silhouette[:, None] > 0.3
+    return F.normalize(torch.where(sil, fg, bg), dim=1), joints
+
+
+def _perturb(state, d_transl=(0.06, -0.05, 0.15), d_orient=0.12, pose_noise=0.15, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return BodyState(
+        state.global_orient + d_orient * torch.tensor([[0.3, 1.0, 0.2]]),
+        state.body_pose + pose_noise * torch.randn(1, 69, generator=g) * 0.5,
+        state.betas.clone(),
+        state.transl + torch.tensor([d_transl]),
+    )
+
+
+def _joint_err(scene, state, gt_joints):
+    body = scene[0]
+    j = body(*state.as_tuple()).joints
+    return (j - gt_joints).norm(dim=-1).mean().item()
+
+
+def test_objective_is_lowest_at_the_truth(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    fitter = NBVFitter(body, nbv, table, clutter, FitConfig())
+    at_gt, _, _ = fitter.objective(gt, feats, cam)
+    off, _, _ = fitter.objective(_perturb(gt), feats, cam)
+    assert at_gt.item() < off.item()
+
+
+def test_cold_start_recovers_the_pose_and_keeps_inputs(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    feats, gt_joints = _features(scene, gt)
+    init = _perturb(gt)
+    before = [t.clone() for t in init.as_tuple()]
+    cfg = FitConfig(stage1_steps=30, stage2_steps=40, lr=0.02, flip_hypothesis=True)
+    res = NBVFitter(body, nbv, table, clutter, cfg).cold_start(init, feats, cam)
+    err0, err1 = _joint_err(scene, init, gt_joints), _joint_err(scene, res.state, gt_joints)
+    assert err1 < 0.5 * err0, (err0, err1)
+    assert res.steps == 2 * 70
+    assert not res.lost.item()
+    for a, b in zip(before, init.as_tuple()):
+        assert torch.equal(a, b)
+
+
+def test_warm_start_tracks_a_small_motion(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    feats, gt_joints = _features(scene, gt)
+    prev = _perturb(gt, d_transl=(0.03, 0.02, 0.05), d_orient=0.05, pose_noise=0.05, seed=3)
+    cfg = FitConfig(warm_steps=10, warm_lr=0.01)
+    res = NBVFitter(body, nbv, table, clutter, cfg).warm_start(prev, feats, cam)
+    assert _joint_err(scene, res.state, gt_joints) < 0.7 * _joint_err(scene, prev, gt_joints)
+    assert res.steps == 10
+
+
+def test_occluder_is_explained_as_clutter(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    occ = feats.clone()
+    occ[:, :, 14:34, 8:40] = clutter[None, :, None, None]
+    fitter = NBVFitter(body, nbv, table, clutter, FitConfig(warm_steps=0))
+    clean = fitter.warm_start(gt, feats, cam)
+    res = fitter.warm_start(gt, occ, cam)
+    box = torch.zeros(48, 48, dtype=torch.bool)
+    box[14:34, 8:40] = True
+    covered = render(nbv.pose(body, *gt.as_tuple())[0], cam, 4000.0, 10).silhouette[0] > 0.5
+    inside = res.occlusion[0][box & covered].float().mean()
+    outside = res.occlusion[0][~box & covered].float().mean()
+    assert inside > 0.5 and outside < 0.1
+    assert res.occluded_fraction.item() > clean.occluded_fraction.item() + 0.2
+    assert res.occluded.item() and not clean.occluded.item()
+
+
+def test_body_gone_is_lost(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    only_clutter = clutter[None, :, None, None].expand(1, C, 48, 48).contiguous()
+    res = NBVFitter(body, nbv, table, clutter, FitConfig(warm_steps=2)).warm_start(
+        gt, only_clutter, cam
+    )
+    assert res.lost.item()
+    away = BodyState(
+        gt.global_orient, gt.body_pose, gt.betas, gt.transl + torch.tensor([[9.0, 0, 0]])
+    )
+    res = NBVFitter(body, nbv, table, clutter, FitConfig(warm_steps=0)).warm_start(
+        away, _features(scene, gt)[0], cam
+    )
+    assert res.lost.item() and res.coverage.item() == 0
+
+
+def test_flip_twice_is_identity_and_pelvis_stays():
+    body = BodyModel.default()
+    g = torch.Generator().manual_seed(4)
+    s = BodyState(0.5 * torch.randn(2, 3, generator=g), 0.3 * torch.randn(2, 69, generator=g),
+                  torch.zeros(2, 10), torch.randn(2, 3, generator=g))  # fmt: skip
+    pelvis = body.rest_joints(s.betas)[:, 0]
+    f1 = flip_front_back(s, pelvis)
+    f2 = flip_front_back(f1, pelvis)
+    j0 = body(*s.as_tuple()).joints
+    j2 = body(*f2.as_tuple()).joints
+    assert torch.allclose(j0, j2, atol=1e-4)
+    j1 = body(*f1.as_tuple()).joints
+    assert torch.allclose(j1[:, 0], j0[:, 0], atol=1e-4)
+    # the left hip of the flipped body sits where the right hip was, roughly mirrored
+    assert not torch.allclose(j1[:, 1], j0[:, 1], atol=1e-2)
+
+
+def test_hinge_prior_prefers_natural_bends():
+    natural = torch.zeros(1, 69)
+    natural[0, 9] = 1.0  # left knee flexed (calf backwards)
+    unnatural = torch.zeros(1, 69)
+    unnatural[0, 9] = -1.0
+    assert hinge_prior(natural) < hinge_prior(unnatural)
+
+
+def test_velocity_and_config_validation(scene):
+    _, _, _, _, _, gt = scene
+    moved = _perturb(gt)
+    v = velocity(gt, moved)
+    assert torch.allclose(v.transl, moved.transl - gt.transl)
+    with pytest.raises(ValueError, match="unknown"):
+        FitConfig.from_dict({"warm_step": 3})
+    with pytest.raises(ValueError, match="warm_steps"):
+        FitConfig.from_dict({"warm_steps": "many"})
+    assert FitConfig.from_dict({"lr": 1}).lr == 1.0
+
+
+def test_bad_inputs(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    fitter = NBVFitter(body, nbv, table, clutter)
+    with pytest.raises(ValueError, match="channels"):
+        fitter.warm_start(gt, torch.zeros(1, C + 1, 48, 48), cam)
+    with pytest.raises(ValueError, match="camera"):
+        fitter.warm_start(gt, torch.zeros(1, C, 40, 48), cam)
+    with pytest.raises(ValueError, match="kernel_table"):
+        NBVFitter(body, nbv, table[:10], clutter)
+    with pytest.raises(ValueError, match="body_pose"):
+        BodyState(torch.zeros(1, 3), torch.zeros(1, 68), torch.zeros(1, 10), torch.zeros(1, 3))
