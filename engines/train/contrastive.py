@@ -127,9 +127,12 @@ def info_nce(
     if feats.shape[0] == 0:
         return feats.sum() * 0.0
     cfg = bank.config
-    fg = feats @ bank.rows.t() / cfg.temperature  # [N, K*O]
+    # snapshots: the bank is updated in place after scoring, before backward runs
+    fg = feats @ bank.rows.clone().t() / cfg.temperature  # [N, K*O]
     fg = fg.masked_fill(neighbour_row_mask(kernels, adjacency, bank.n_bins), float("-inf"))
-    clu = feats @ bank.clutter.t() / cfg.temperature + math.log(cfg.clutter_weight)  # [N, Q]
+    clu = feats @ bank.clutter.clone().t() / cfg.temperature + math.log(
+        cfg.clutter_weight
+    )  # [N, Q]
     return F.cross_entropy(torch.cat([fg, clu], dim=1), rows)
 
 
@@ -138,7 +141,7 @@ def background_push(bg_feats: torch.Tensor, bank: FeatureBank) -> torch.Tensor: 
     _check("bg_feats", bg_feats, 2, "[N, C]")
     if bg_feats.shape[0] == 0:
         return bg_feats.sum() * 0.0
-    return (bg_feats @ bank.rows.t()).mean()
+    return (bg_feats @ bank.rows.clone().t()).mean()
 
 
 @torch.no_grad()

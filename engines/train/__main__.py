@@ -1,0 +1,44 @@
+"""``python -m engines.train --config configs/train.yaml [--resume] [--steps N] [--export PATH]``"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engines.train.config import load_train_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m engines.train", description=__doc__)
+    ap.add_argument("--config", default="configs/train.yaml")
+    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    ap.add_argument("--steps", type=int, help="override the number of steps")
+    ap.add_argument("--out-dir", help="override out_dir")
+    ap.add_argument("--export", type=Path, help="also write the final bundle here")
+    args = ap.parse_args(argv)
+    overrides = {}
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.out_dir:
+        overrides["out_dir"] = args.out_dir
+    cfg = load_train_config(args.config, overrides)
+
+    from engines.synth.dataset import SynthConfig, SynthDataset
+    from engines.train.trainer import Trainer
+
+    data_cfg = SynthConfig.from_dict(
+        {**cfg.data, "crop_size": cfg.featnet.get("input_size", 192), "seed": cfg.seed}
+    )
+    trainer = Trainer(cfg, SynthDataset(data_cfg, "train"), SynthDataset(data_cfg, "val"))
+    if args.resume and trainer.resume():
+        print(f"resumed at step {trainer.step_count}", file=sys.stderr)
+    trainer.run()
+    if args.export:
+        trainer.bundle().save(args.export, {"history": trainer.history})
+        print(f"wrote {args.export}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

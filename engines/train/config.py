@@ -1,0 +1,76 @@
+"""Typed training configuration (YAML -> dataclasses, unknown keys rejected, types checked)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "load_train_config"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    val_every: int = 250
+    val_batches: int = 8
+    checkpoint_every: int = 250
+    log_every: int = 10
+    out_dir: str = ".cache/train/default"
+    contrastive_weight: float = 1.0
+    background_weight: float = 1.0
+    clutter_per_image: int = 10
+    workers: int = 1
+    threads: int = 0  # torch intra-op threads (0: torch default)
+    featnet: dict[str, Any] = field(default_factory=dict)
+    nbv: dict[str, Any] = field(default_factory=dict)
+    bank: dict[str, Any] = field(default_factory=dict)
+    regression: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train config: {name} must be > 0")
+        if self.lr <= 0:
+            raise ValueError("train config: lr must be > 0")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ValueError("train config must be a mapping")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"train config: unknown key(s) {unknown}")
+        defaults = cls()
+        out = {}
+        for k, v in d.items():
+            want = type(getattr(defaults, k))
+            if want is float and isinstance(v, int) and not isinstance(v, bool):
+                v = float(v)
+            if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                raise ValueError(
+                    f"train config: {k!r} must be {want.__name__}, got {type(v).__name__}"
+                )
+            out[k] = v
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    d = yaml.safe_load(path.read_text()) or {}
+    d.update(overrides or {})
+    return TrainConfig.from_dict(d)

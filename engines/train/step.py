@@ -1,0 +1,170 @@
+"""One training step's losses: contrastive kernel features + regression (DESIGN.md s5).
+
+A batch is a dict of tensors (see :data:`BATCH_KEYS`), as produced by the synthetic data engine
+and stacked along a new first dimension ``B``. Everything geometric is in the crop camera frame
+(docs/conventions.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from engines.body import BodyModel
+from engines.featnet import FeatureNet
+from engines.nbv import NeuralBodyVolume
+from engines.render import Camera, pool_features, render
+from engines.rotations import axis_angle_to_matrix, rot6d_to_matrix
+from engines.skinning import lbs
+from engines.train.contrastive import FeatureBank, background_push, info_nce, kernel_top1
+from engines.train.regression import RegressionWeights, regression_losses
+
+__all__ = ["BATCH_KEYS", "StepOutputs", "body_joints_from_rotmats", "feature_camera", "step"]
+
+#: Keys (and per-sample shapes) a training batch must have.
+BATCH_KEYS = {
+    "image": "[S, S, 3] uint8 RGB",
+    "K": "[3, 3] crop camera",
+    "global_orient": "[3]",
+    "body_pose": "[69]",
+    "betas": "[10]",
+    "transl": "[3]",
+    "joints3d": "[24, 3] camera frame",
+    "joints2d": "[24, 2] crop pixels",
+    "parts": "[S, S] int, 0 = background, 1..24 = SMPL parts",
+    "occluder": "[S, S] bool, pixels covered by an occluder",
+}
+
+
+@dataclass
+class StepOutputs:
+    total: torch.Tensor
+    terms: dict[str, float]
+    top1: float  # kernel_top1 on this batch (before the bank update)
+    n_visible: int
+
+
+def feature_camera(K: torch.Tensor, stride: int, size: int) -> Camera:  # K: [B, 3, 3]
+    """Camera of the stride-``stride`` feature map of an ``size``-pixel crop with intrinsics K.
+
+    Pixel centres stay at integer coordinates: u' = (u + 0.5) / stride - 0.5.
+    """
+    h = size // stride
+    return Camera(
+        fx=K[:, 0, 0] / stride,
+        fy=K[:, 1, 1] / stride,
+        cx=(K[:, 0, 2] + 0.5) / stride - 0.5,
+        cy=(K[:, 1, 2] + 0.5) / stride - 0.5,
+        width=h,
+        height=h,
+    )
+
+
+def body_joints_from_rotmats(
+    body: BodyModel,
+    rotmats: torch.Tensor,  # [B, 24, 3, 3]
+    betas: torch.Tensor,  # [B, 10]
+) -> torch.Tensor:  # -> [B, 24, 3], transl = 0
+    """Posed joints for rotation-matrix poses (the regression head's output), no axis-angle."""
+    out = lbs(
+        betas,
+        rotmats,
+        body.v_template,
+        body.shapedirs,
+        body.posedirs,
+        None,
+        body.parents,
+        body.weights,
+        vertex_ids=torch.zeros(1, dtype=torch.long),
+        pose2rot=False,
+        joint_basis_=(body.J_template, body.J_shapedirs),
+    )
+    return out.joints
+
+
+def _downsample_labels(x: torch.Tensor, stride: int) -> torch.Tensor:  # [B, S, S] -> [B, h, w]
+    return x[:, stride // 2 :: stride, stride // 2 :: stride]
+
+
+def step(
+    net: FeatureNet,
+    body: BodyModel,
+    nbv: NeuralBodyVolume,
+    bank: FeatureBank,
+    batch: dict[str, torch.Tensor],
+    weights: RegressionWeights,
+    contrastive_weight: float = 1.0,
+    background_weight: float = 1.0,
+    clutter_per_image: int = 10,
+    update_bank: bool = True,
+    generator: torch.Generator | None = None,
+) -> StepOutputs:
+    """Losses of one batch; updates the bank (EMA rows, clutter FIFO) after scoring."""
+    missing = set(BATCH_KEYS) - set(batch)
+    if missing:
+        raise ValueError(f"batch is missing keys {sorted(missing)}")
+    from engines.featnet import normalize_images
+
+    images = normalize_images(batch["image"])
+    B, _, S, _ = images.shape
+    out = net(images)
+    feats = out["features"]  # [B, D, h, w]
+    h = feats.shape[-1]
+    stride = S // h
+    K = batch["K"].float()
+
+    # --- contrastive: pool features onto visible kernels with the M = 1 render of the truth
+    with torch.no_grad():
+        centres, joints = nbv.pose(
+            body, batch["global_orient"].float(), batch["body_pose"].float(),
+            batch["betas"].float(), batch["transl"].float(),
+        )  # fmt: skip
+        r = render(centres, feature_camera(K, stride, S), M=1)
+        occ = _downsample_labels(batch["occluder"].bool(), stride)  # [B, h, w]
+        r.weights = r.weights * (~occ)[..., None]
+        bins = nbv.orientation_labels(joints)  # [B, K]
+        background = ~r.mask | occ  # [B, h, w]
+    pooled, wsum = pool_features(r, feats)  # [B, K, D], [B, K]
+    visible = (wsum > 1e-3) & r.visibility
+    bi, ki = visible.nonzero(as_tuple=True)
+    vfeat = F.normalize(pooled[bi, ki], dim=-1)  # [N, D]
+    rows = bank.row_index(ki, bins[bi, ki])
+    loss_con = info_nce(vfeat, rows, ki, bank, nbv.adjacency)
+    top1 = kernel_top1(vfeat.detach(), ki, bank, nbv.adjacency)
+
+    # background pixels: a few per image, away from the body and on occluders
+    fmap = feats.permute(0, 2, 3, 1)  # [B, h, w, D]
+    picks = []
+    for b in range(B):
+        idx = background[b].flatten().nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        sel = idx[torch.randperm(idx.numel(), generator=generator)[:clutter_per_image]]
+        picks.append(fmap[b].reshape(-1, fmap.shape[-1])[sel])
+    bg = torch.cat(picks) if picks else fmap.new_zeros(0, fmap.shape[-1])
+    loss_bg = background_push(bg, bank)
+
+    # --- regression
+    pred_rot = rot6d_to_matrix(out["pose6d"])  # [B, 24, 3, 3]
+    pred_joints = body_joints_from_rotmats(body, pred_rot, out["betas"])
+    gt_rot = axis_angle_to_matrix(
+        torch.cat([batch["global_orient"], batch["body_pose"]], 1).float().reshape(B, 24, 3)
+    )
+    reg = regression_losses(
+        pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, batch["betas"].float(),
+        batch["joints3d"].float(), batch["joints2d"].float(), K, S, weights,
+        out["part_logits"], _downsample_labels(batch["parts"].long(), stride),
+    )  # fmt: skip
+    total = contrastive_weight * loss_con + background_weight * loss_bg + reg["total"]
+    if update_bank:
+        bank.update(vfeat.detach(), rows)
+        bank.push_clutter(bg.detach())
+    terms = {k: float(v.detach()) for k, v in reg.items() if k != "total"}
+    terms.update(
+        contrastive=float(loss_con.detach()),
+        background=float(loss_bg.detach()),
+        total=float(total.detach()),
+    )
+    return StepOutputs(total, terms, top1, int(vfeat.shape[0]))

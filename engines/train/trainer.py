@@ -1,0 +1,193 @@
+"""Training loop of the feature network and its kernel features (``python -m engines.train``).
+
+Progress bar, periodic validation (losses, kernel_top1, regression MPJPE / PA-MPJPE), checkpoints
+as safetensors + JSON metadata (:mod:`engines.model`), resume from the last checkpoint, fixed seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from engines.body import BodyModel
+from engines.featnet import FeatNetConfig, FeatureNet, normalize_images
+from engines.metrics import mpjpe, pa_mpjpe
+from engines.model import ModelBundle, body_model_hash, code_version
+from engines.nbv import NBVConfig, NeuralBodyVolume
+from engines.rotations import rot6d_to_matrix
+from engines.train.config import TrainConfig
+from engines.train.contrastive import BankConfig, FeatureBank
+from engines.train.regression import RegressionWeights
+from engines.train.step import BATCH_KEYS, body_joints_from_rotmats, step
+
+__all__ = ["Trainer", "collate", "evaluate_regression"]
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack the :data:`engines.train.step.BATCH_KEYS` of each sample (numpy or tensors)."""
+    return {
+        k: torch.stack([torch.as_tensor(np.asarray(s[k])) for s in samples]) for k in BATCH_KEYS
+    }
+
+
+def _loader(dataset: Dataset, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
+        collate_fn=collate, generator=g, drop_last=shuffle,
+        persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers > 0 else None,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_regression(
+    net: FeatureNet, body: BodyModel, batch: dict[str, torch.Tensor]
+) -> tuple[np.ndarray, np.ndarray]:  # -> pred joints [B, 24, 3], gt joints [B, 24, 3]
+    out = net(normalize_images(batch["image"]))
+    pred = body_joints_from_rotmats(body, rot6d_to_matrix(out["pose6d"]), out["betas"])
+    return pred.numpy(), batch["joints3d"].float().numpy()
+
+
+class Trainer:
+    """Owns the network, the bank, the optimiser and the data; ``run()`` trains to ``steps``."""
+
+    def __init__(self, cfg: TrainConfig, train_set: Dataset, val_set: Dataset,
+                 body: BodyModel | None = None) -> None:  # fmt: skip
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.body = body or BodyModel.default()
+        self.nbv_config = NBVConfig.from_dict(cfg.nbv)
+        self.nbv = NeuralBodyVolume(self.body, self.nbv_config)
+        self.net = FeatureNet(FeatNetConfig.from_dict(cfg.featnet))
+        self.bank = FeatureBank(
+            self.nbv.num_kernels, self.nbv.num_bins, self.net.config.feature_dim,
+            BankConfig(**cfg.bank), seed=cfg.seed,
+        )  # fmt: skip
+        self.weights = RegressionWeights.from_dict(cfg.regression)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay)  # fmt: skip
+        self.train_set, self.val_set = train_set, val_set
+        self.out_dir = Path(cfg.out_dir)
+        self.step_count = 0
+        self.history: list[dict[str, Any]] = []
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.safetensors"
+
+    def bundle(self) -> ModelBundle:
+        meta = {
+            "body_model_hash": body_model_hash(self.body),
+            "code_version": code_version(),
+            "train_config": self.cfg.to_dict(),
+            "step": self.step_count,
+        }
+        return ModelBundle(self.net, self.nbv_config, self.bank, meta)
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.last_path
+        self.bundle().save(path, {"history": self.history[-50:]})
+        state = {"optimizer": self.opt.state_dict(), "step": self.step_count,
+                 "rng": self.gen.get_state()}  # fmt: skip
+        torch.save(state, path.with_suffix(".train.pt"))
+        return path
+
+    def resume(self, path: Path | None = None) -> bool:
+        """Load network, bank, optimiser and step from ``path`` (default: last); False if none."""
+        from engines.model import load_model
+
+        path = path or self.last_path
+        if not path.is_file():
+            return False
+        b = load_model(path)
+        if b.metadata.get("body_model_hash") != body_model_hash(self.body):
+            raise ValueError(f"{path} was trained on a different body model")
+        self.net.load_state_dict(b.net.state_dict())
+        self.bank.load_state_dict(b.bank.state_dict())
+        state = torch.load(path.with_suffix(".train.pt"), weights_only=True)
+        self.opt.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
+        self.gen.set_state(state["rng"])
+        self.history = list(b.metadata.get("history", []))
+        return True
+
+    # ----------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.net.eval()
+        terms: dict[str, list[float]] = {}
+        preds, gts = [], []
+        loader = _loader(self.val_set, self.cfg.__class__(**{**self.cfg.to_dict(), "workers": 0}),
+                         shuffle=False, seed=0)  # fmt: skip
+        for i, batch in enumerate(loader):
+            if i >= self.cfg.val_batches:
+                break
+            so = step(self.net, self.body, self.nbv, self.bank, batch, self.weights,
+                      update_bank=False, generator=torch.Generator().manual_seed(i))  # fmt: skip
+            for k, v in so.terms.items():
+                terms.setdefault(k, []).append(v)
+            terms.setdefault("kernel_top1", []).append(so.top1)
+            p, g = evaluate_regression(self.net, self.body, batch)
+            preds.append(p)
+            gts.append(g)
+        self.net.train()
+        res = {f"val_{k}": float(np.nanmean(v)) for k, v in terms.items()}
+        if preds:
+            p, g = np.concatenate(preds), np.concatenate(gts)
+            res["val_mpjpe"] = mpjpe(p, g)
+            res["val_pa_mpjpe"] = pa_mpjpe(p, g)
+        return res
+
+    # ----------------------------------------------------------------- loop
+    def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        self.net.train()
+        loader = _loader(self.train_set, cfg, shuffle=True, seed=cfg.seed + self.step_count)
+        bar = tqdm(total=cfg.steps, initial=self.step_count, disable=not progress,
+                   desc="train", unit="step", dynamic_ncols=True)  # fmt: skip
+        it = iter(loader)
+        t0 = time.time()
+        while self.step_count < cfg.steps:
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            so = step(
+                self.net, self.body, self.nbv, self.bank, batch, self.weights,
+                cfg.contrastive_weight, cfg.background_weight, cfg.clutter_per_image,
+                generator=self.gen,
+            )  # fmt: skip
+            if not math.isfinite(so.terms["total"]):
+                raise FloatingPointError(f"non-finite loss at step {self.step_count}: {so.terms}")
+            self.opt.zero_grad(set_to_none=True)
+            so.total.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
+            self.opt.step()
+            self.step_count += 1
+            bar.update(1)
+            if self.step_count % cfg.log_every == 0:
+                bar.set_postfix(loss=f"{so.terms['total']:.3f}", top1=f"{so.top1:.2f}")
+            record = None
+            if self.step_count % cfg.val_every == 0 or self.step_count == cfg.steps:
+                record = {"step": self.step_count, "time_s": round(time.time() - t0, 1),
+                          "train_top1": so.top1, **so.terms, **self.validate()}  # fmt: skip
+                self.history.append(record)
+                bar.write(json.dumps(record))
+            if self.step_count % cfg.checkpoint_every == 0 or self.step_count == cfg.steps:
+                self.save()
+        bar.close()
+        return self.history
