@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) run_stream.py
+	$(PY) -m engines.demo --out out
 
 test: $(STAMP)
 	$(PY) -m pytest -q
