@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Run the live pose pipeline on a file, stream or camera and publish over ZeroMQ.
+
+The last stdout line is a one-line JSON summary; the exit status is non-zero if any stage failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from pipeline.config import ConfigError
+from pipeline.graph import PreflightError
+from pipeline.runner import DEFAULT_CONFIG, RunOptions, run
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--source",
+        help="video file, URL (rtsp://, http://) or camera index "
+        "(default: engines/data/sample.mp4)",
+    )
+    ap.add_argument(
+        "--output",
+        default="out",
+        help="directory for poses.jsonl, poses.npz, overlay.mp4 (default: out/)",
+    )
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="pipeline YAML config")
+    ap.add_argument("--publish", default="tcp://127.0.0.1:5555", help="ZeroMQ PUB endpoint")
+    ap.add_argument(
+        "--mode",
+        choices=("threads", "processes"),
+        default=None,
+        help="run stages as threads or processes (default: from the config)",
+    )
+    ap.add_argument(
+        "--realtime",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pace a file at its native frame rate (default: as fast as possible)",
+    )
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    opts = RunOptions(
+        source=args.source,
+        output=args.output,
+        config=args.config,
+        publish=args.publish,
+        mode=args.mode,
+        realtime=args.realtime,
+        progress=not args.no_progress,
+    )
+    try:
+        result = run(opts)
+    except (ConfigError, PreflightError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(json.dumps({"ok": False, "error": str(exc)}))
+        return 2
+    for err in result.errors:
+        print(f"error: {err}", file=sys.stderr)
+        if args.verbose and err.traceback:
+            print(err.traceback, file=sys.stderr)
+    summary = {
+        "ok": result.ok,
+        **result.summary,
+        "errors": [{"stage": e.stage, "error": e.error} for e in result.errors],
+    }
+    if result.interrupted:
+        summary["interrupted"] = True
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
