@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from engines.motion.bvh import BVH, euler_to_matrix, matrix_to_euler, read_bvh, write_bvh
+from engines.paths import mocap_dir
 
-SHARED = "/work/shared/data/mocap"
+SHARED = str(mocap_dir())
 
 
 @pytest.mark.parametrize("order", ["XYZ", "XZY", "YXZ", "YZX", "ZXY", "ZYX"])

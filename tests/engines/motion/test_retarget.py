@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ from engines.motion.retarget import (
     retarget,
     retarget_file,
 )
+from engines.paths import mocap_dir
 
-SHARED = Path("/work/shared/data/mocap")
+SHARED = mocap_dir()
 # one take per skeleton family (training takes only: never the holdout folder)
 TAKES = ["cmu_01_01.bvh", "cmu_131_03.bvh", "cmu_05_01.bvh", "cmu_60_12.bvh"]
 
