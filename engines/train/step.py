@@ -33,8 +33,8 @@ BATCH_KEYS = {
     "transl": "[3]",
     "joints3d": "[24, 3] camera frame",
     "joints2d": "[24, 2] crop pixels",
-    "parts": "[S, S] int, 0 = background, 1..24 = SMPL parts",
-    "occluder": "[S, S] bool, pixels covered by an occluder",
+    "part_map": "[S, S] int, 0 = background, 1..24 = SMPL parts",
+    "occluder_mask": "[S, S] bool, pixels covered by an occluder",
 }
 
 
@@ -122,7 +122,7 @@ def step(
             batch["betas"].float(), batch["transl"].float(),
         )  # fmt: skip
         r = render(centres, feature_camera(K, stride, S), M=1)
-        occ = _downsample_labels(batch["occluder"].bool(), stride)  # [B, h, w]
+        occ = _downsample_labels(batch["occluder_mask"].bool(), stride)  # [B, h, w]
         r.weights = r.weights * (~occ)[..., None]
         bins = nbv.orientation_labels(joints)  # [B, K]
         background = ~r.mask | occ  # [B, h, w]
@@ -155,7 +155,7 @@ def step(
     reg = regression_losses(
         pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, batch["betas"].float(),
         batch["joints3d"].float(), batch["joints2d"].float(), K, S, weights,
-        out["part_logits"], _downsample_labels(batch["parts"].long(), stride),
+        out["part_logits"], _downsample_labels(batch["part_map"].long(), stride),
     )  # fmt: skip
     total = contrastive_weight * loss_con + background_weight * loss_bg + reg["total"]
     if update_bank:

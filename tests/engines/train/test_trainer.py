@@ -46,8 +46,8 @@ class TinySet(torch.utils.data.Dataset):
             "transl": transl[0].numpy(),
             "joints3d": j3d.numpy(),
             "joints2d": uv.numpy(),
-            "parts": np.zeros((S, S), np.int64),
-            "occluder": np.zeros((S, S), bool),
+            "part_map": np.zeros((S, S), np.int64),
+            "occluder_mask": np.zeros((S, S), bool),
         }
 
 

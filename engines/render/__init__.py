@@ -1,0 +1,20 @@
+"""Differentiable ray-Gaussian renderer of Neural Body Volumes (VoGE closest approach, as in 3DNBF).
+
+``render`` gives per-pixel kernel lists and weights (fast C++ or dense reference implementation),
+``render_features`` turns them into feature maps, ``pool_features`` pools image features onto
+kernels. Geometry conventions: docs/conventions.md.
+"""
+
+from .api import pool_features, render, render_features
+from .common import DEFAULT_PRECISION, TAU, Camera, RenderOutput, camera_rays
+
+__all__ = [
+    "DEFAULT_PRECISION",
+    "TAU",
+    "Camera",
+    "RenderOutput",
+    "camera_rays",
+    "pool_features",
+    "render",
+    "render_features",
+]
