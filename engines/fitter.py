@@ -65,6 +65,9 @@ class FitConfig:
     occluded_fraction: float = 0.3  # covered pixels explained by clutter above this: occluded
     lost_fraction: float = 0.85  # ... above this: the body no longer explains the image
     lost_min_coverage: int = 4  # fewer covered pixels than this: lost (body out of view)
+    # pixels counted as body for the occlusion map: silhouette above this (kernels are ~1 cm
+    # wide and ~5 cm apart, so the soft silhouette is patchy; 0.1 covers the body, 0.5 does not)
+    support_threshold: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("stage1_steps", "stage2_steps", "warm_steps", "M", "lost_min_coverage"):
@@ -231,7 +234,7 @@ class NBVFitter:
             self.clutter,
             robust=cfg.robust,
             orient_mode=cfg.orient_mode,
-            support=out.silhouette > 0.5,
+            support=out.silhouette > cfg.support_threshold,
         )
         total = lik.loss + cfg.hinge_weight * hinge_prior(state.body_pose)
         return total, lik, joints
