@@ -1,6 +1,22 @@
-"""Human motion: BVH reading/writing and retargeting of CMU motion capture onto SMPL."""
+"""Human motion: BVH reading/writing, retargeting of CMU motion capture onto SMPL, and pose
+statistics (joint limits, prior, sampler) learned from the training takes."""
 
-from .bvh import BVH, read_bvh, write_bvh
-from .retarget import SMPLMotion, retarget, retarget_file
+from .bvh import BVH, bvh_from_rotations, read_bvh, write_bvh
+from .retarget import SMPLMotion, motion_to_bvh, retarget, retarget_file, smpl_fk
+from .sampler import PosePrior, PoseSampler, PoseStats, learn_pose_stats
 
-__all__ = ["BVH", "SMPLMotion", "read_bvh", "retarget", "retarget_file", "write_bvh"]
+__all__ = [
+    "BVH",
+    "PosePrior",
+    "PoseSampler",
+    "PoseStats",
+    "SMPLMotion",
+    "bvh_from_rotations",
+    "learn_pose_stats",
+    "motion_to_bvh",
+    "read_bvh",
+    "retarget",
+    "retarget_file",
+    "smpl_fk",
+    "write_bvh",
+]

@@ -2,9 +2,9 @@
 
 Rotation channels compose in the order listed: channels ``Zrotation Xrotation Yrotation`` give
 ``R = Rz(z) @ Rx(x) @ Ry(y)`` (column vectors, docs/conventions.md). A joint's global rotation
-is ``G_j = G_parent @ R_j`` and its position ``p_j = p_parent + G_parent @ offset_j`` (the root
-adds its position channels). End sites become extra leaf joints named ``<parent>_end`` with no
-channels.
+is ``G_j = G_parent @ R_j`` and its position ``p_j = p_parent + G_parent @ (offset_j + t_j)``,
+``t_j`` the joint's position channels (3 or 6 channels per joint, any order). End sites become
+extra leaf joints named ``<parent>_end`` with no channels.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BVH", "euler_to_matrix", "matrix_to_euler", "read_bvh", "write_bvh"]
+__all__ = [
+    "BVH",
+    "bvh_from_rotations",
+    "euler_to_matrix",
+    "matrix_to_euler",
+    "read_bvh",
+    "write_bvh",
+]
 
 _AXES = {"X": 0, "Y": 1, "Z": 2}
 
@@ -87,14 +94,25 @@ class BVH:
                 R[:, j] = euler_to_matrix(self.motion[:, cols], order)
         return R
 
+    def translations(self) -> np.ndarray:  # -> [T, J, 3] file units
+        """Position channels per joint (zero where a joint has none)."""
+        out = np.zeros((self.num_frames, len(self.names), 3))
+        for j, (ch, sl) in enumerate(zip(self.channels, self._channel_slices())):
+            for k, c in enumerate(ch):
+                if c.endswith("position"):
+                    out[:, j, _AXES[c[0]]] = self.motion[:, sl.start + k]
+        return out
+
     def root_positions(self) -> np.ndarray:  # -> [T, 3] file units
-        sl = self._channel_slices()[0]
-        ch = self.channels[0]
-        pos = np.zeros((self.num_frames, 3))
-        for k, c in enumerate(ch):
-            if c.endswith("position"):
-                pos[:, _AXES[c[0]]] = self.motion[:, sl.start + k]
-        return pos
+        return self.translations()[:, 0]
+
+    def rest_positions(self, scale: float = 1.0) -> np.ndarray:  # -> [J, 3]
+        """Joint positions with every channel zero (the skeleton's rest pose), root at origin
+        plus its offset."""
+        P = np.empty((len(self.names), 3))
+        for j, p in enumerate(self.parents):
+            P[j] = self.offsets[j] * scale + (P[p] if p >= 0 else 0.0)
+        return P
 
     def forward_kinematics(self, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Global rotations ``[T, J, 3, 3]`` and positions ``[T, J, 3]`` (file units x scale)."""
@@ -102,14 +120,15 @@ class BVH:
         T, J = R.shape[:2]
         G = np.empty_like(R)
         P = np.empty((T, J, 3))
-        root = self.root_positions()
+        trans = self.translations()
         for j, p in enumerate(self.parents):
+            local = (self.offsets[j] + trans[:, j]) * scale  # [T, 3]
             if p < 0:
                 G[:, j] = R[:, j]
-                P[:, j] = (root + self.offsets[j]) * scale
+                P[:, j] = local
             else:
                 G[:, j] = G[:, p] @ R[:, j]
-                P[:, j] = P[:, p] + (G[:, p] @ self.offsets[j]) * scale
+                P[:, j] = P[:, p] + (G[:, p] @ local[..., None])[..., 0]
         return G, P
 
 
@@ -164,12 +183,21 @@ def read_bvh(path: str | Path) -> BVH:
             i += 1
         elif t == "OFFSET":
             try:
-                offsets[stack[-1]] = [float(x) for x in tokens[i + 1 : i + 4]]
-            except (ValueError, IndexError):
+                off = [float(x) for x in tokens[i + 1 : i + 4]]
+            except ValueError:
+                off = []
+            if len(off) != 3 or not stack:
                 fail("bad OFFSET")
+            offsets[stack[-1]] = off
             i += 4
         elif t == "CHANNELS":
-            n = int(tokens[i + 1])
+            try:
+                n = int(tokens[i + 1])
+            except (ValueError, IndexError):
+                fail("bad CHANNELS")
+            if not stack or any(not c.endswith(("position", "rotation")) or c[0] not in _AXES
+                                for c in tokens[i + 2 : i + 2 + n]):  # fmt: skip
+                fail("bad CHANNELS")
             channels[stack[-1]] = tokens[i + 2 : i + 2 + n]
             i += 2 + n
         else:
@@ -190,13 +218,19 @@ def read_bvh(path: str | Path) -> BVH:
 
 
 def write_bvh(path: str | Path, bvh: BVH, precision: int = 6) -> Path:
-    """Write ``bvh`` (end-site pseudo joints become ``End Site`` blocks)."""
+    """Write ``bvh`` (end-site pseudo joints become ``End Site`` blocks). Joints are written
+    depth first, so :func:`read_bvh` returns them in that order (names are kept)."""
     path = Path(path)
     children: dict[int, list[int]] = {j: [] for j in range(len(bvh.names))}
     for j, p in enumerate(bvh.parents):
         if p >= 0:
             children[p].append(j)
+    roots = [j for j, p in enumerate(bvh.parents) if p < 0]
+    if len(roots) != 1:
+        raise ValueError(f"bvh must have exactly one root, got {len(roots)}")
     lines = ["HIERARCHY"]
+    columns: list[np.ndarray] = []
+    slices = bvh._channel_slices()
 
     def emit(j: int, depth: int) -> None:
         ind = "  " * depth
@@ -208,12 +242,55 @@ def write_bvh(path: str | Path, bvh: BVH, precision: int = 6) -> Path:
         lines.extend([f"{ind}{kind} {bvh.names[j]}", f"{ind}{{", f"{ind}  OFFSET {off}"])
         if bvh.channels[j]:
             lines.append(f"{ind}  CHANNELS {len(bvh.channels[j])} {' '.join(bvh.channels[j])}")
+            columns.append(bvh.motion[:, slices[j]])
         for c in children[j]:
             emit(c, depth + 1)
         lines.append(f"{ind}}}")
 
-    emit(0, 0)
+    emit(roots[0], 0)
+    motion = np.concatenate(columns, axis=1) if columns else bvh.motion
     lines += ["MOTION", f"Frames: {bvh.num_frames}", f"Frame Time: {bvh.frame_time:.8f}"]
-    lines += [" ".join(f"{v:.{precision}f}" for v in row) for row in bvh.motion]
+    fmt = " ".join([f"%.{precision}f"] * motion.shape[1])
+    lines += [fmt % tuple(row) for row in motion]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def bvh_from_rotations(
+    names: list[str],
+    parents: list[int],
+    offsets: np.ndarray,  # [J, 3] file units, parents before children
+    local_rotations: np.ndarray,  # [T, J, 3, 3]
+    root_positions: np.ndarray,  # [T, 3] file units (root channel values)
+    frame_time: float,
+    order: str = "ZYX",
+    end_sites: dict[int, np.ndarray] | None = None,  # joint -> end-site offset [3]
+) -> BVH:
+    """A BVH with a 6-channel root and 3 rotation channels per joint in ``order`` (the channel
+    values are Euler angles of ``local_rotations``); ``end_sites`` adds End Site blocks."""
+    offsets = np.asarray(offsets, dtype=np.float64)
+    J = len(names)
+    if len(parents) != J or offsets.shape != (J, 3):
+        raise ValueError(f"parents must have {J} entries and offsets shape [{J}, 3]")
+    if any(p >= j for j, p in enumerate(parents)):
+        raise ValueError("parents must precede their children")
+    R = np.asarray(local_rotations, dtype=np.float64)
+    if R.ndim != 4 or R.shape[1:] != (J, 3, 3):
+        raise ValueError(f"local_rotations must be [T, {J}, 3, 3], got {R.shape}")
+    T = R.shape[0]
+    root_positions = np.asarray(root_positions, dtype=np.float64)
+    if root_positions.shape != (T, 3):
+        raise ValueError(f"root_positions must be [{T}, 3], got {root_positions.shape}")
+    rot_ch = [f"{a}rotation" for a in order]
+    channels = [[f"{a}position" for a in "XYZ"] + rot_ch] + [list(rot_ch) for _ in range(J - 1)]
+    euler = matrix_to_euler(R, order).reshape(T, J * 3)
+    motion = np.concatenate([root_positions, euler], axis=1)
+    names, parents, offs = list(names), list(parents), list(offsets)
+    chans, ends = channels, set()
+    for j, off in sorted((end_sites or {}).items()):
+        names.append(f"{names[j]}_end")
+        parents.append(j)
+        offs.append(np.asarray(off, dtype=np.float64))
+        chans.append([])
+        ends.add(len(names) - 1)
+    return BVH(names, parents, np.asarray(offs), chans, motion, float(frame_time), ends)
