@@ -1,0 +1,211 @@
+"""Accuracy of occlusion-robust NBV fitting: regression head vs cold vs warm fitting.
+
+    python -m benchmarks.accuracy --quick   # smoke run; last line: one JSON object
+    python -m benchmarks.accuracy           # writes benchmarks/results/accuracy.{json,md,png}
+    python -m benchmarks.accuracy --real-npz 3dpw_test.npz --image-root /data/3DPW
+
+Data: held-out synthetic video sequences (``engines.evaluation.samples``: holdout motion takes,
+held-out textures and backgrounds), or a real SPIN/mmhuman3d-style ``.npz``
+(``engines.evaluation.realdata``). Protocols: clean, occ, advocc40, advocc80
+(``engines.evaluation.protocols``; AdvOcc keeps, per frame, the regression head's worst patch
+position, so in video the patch jumps from frame to frame). Methods and timing:
+``engines.evaluation.runner`` (regression, cold_fit, cold_fit_plain on advocc80, warm_fit at
+``FitConfig.warm_steps`` and warm_fit@n for every ``--warm-steps`` n).
+
+Output: ``{protocol: {method: {mpjpe, pa_mpjpe, mpjpe14, pa_mpjpe14, pckh, ms_per_frame, steps,
+frames}}, "meta": {...}}``; errors in mm after pelvis alignment, PCKh@0.5 on the 14-joint set.
+The full run cold-fits every ``--cold-every`` 4th frame (frame 0 included; a cold fit is 240
+steps per frame, the bulk of the run time), warm-fits every frame (batched across sequences) and
+searches the full AdvOcc grid. ``--quick`` subsamples the AdvOcc grid (every 4th row/column)
+and scales the cold-fit schedule by ``--fit-scale`` 0.25 (numbers are for a smoke test, not for
+comparison; see "meta").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _parse_ints(s: str) -> list[int]:
+    out = [int(x) for x in s.split(",") if x.strip()]
+    if any(v < 0 for v in out):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {s!r}")
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.accuracy", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--quick", action="store_true", help="few frames, coarse grid, short fits")
+    ap.add_argument("--model", help="model bundle (.safetensors); default: the shipped one")
+    ap.add_argument("--frames", type=int, help="frames per sequence (real data: in total, all)")
+    ap.add_argument("--sequences", type=int, help="synthetic sequences")
+    ap.add_argument("--protocols", default="clean,occ,advocc40,advocc80")
+    ap.add_argument("--warm-steps", type=_parse_ints, help="warm_fit@n sweep, e.g. 1,2,4,8,16")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--grid-step", type=int, help="AdvOcc: every n-th grid row/column")
+    ap.add_argument("--cold-every", type=int, help="cold fits on every n-th frame")
+    ap.add_argument("--fit-batch", type=int, default=8, help="bodies per cold-fit batch")
+    ap.add_argument("--fit-scale", type=float, help="scale of the cold-fit step counts")
+    ap.add_argument("--real-npz", help="SPIN/mmhuman3d-style .npz (replaces synthetic data)")
+    ap.add_argument("--image-root", help="image directory of --real-npz")
+    ap.add_argument("--focal", type=float, help="real data: frame focal length (px)")
+    ap.add_argument("--out", default=str(RESULTS), help="results directory (full run)")
+    a = ap.parse_args(argv)
+    q = a.quick
+    defaults = dict(frames=3 if q else 8, sequences=1 if q else 5, warm_steps=[2, 8] if q else
+                    [1, 2, 4, 8, 16], grid_step=4 if q else 1, cold_every=1 if q else 4,
+                    fit_scale=0.25 if q else 1.0)  # fmt: skip
+    if a.real_npz:
+        defaults["frames"] = None  # all frames of the file
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    if a.real_npz and not a.image_root:
+        ap.error("--real-npz needs --image-root")
+    return a
+
+
+def load_bundle(path: str | None):
+    from engines.model import DEFAULT_BUNDLE, load_model
+
+    p = Path(path) if path else DEFAULT_BUNDLE
+    if not p.is_file():
+        raise SystemExit(
+            f"accuracy benchmark: no model bundle at {p}. Train one (python -m engines.train) "
+            "or pass --model PATH to a bundle written by ModelBundle.save."
+        )
+    return load_model(p), p
+
+
+def run(args: argparse.Namespace, progress=None) -> dict:
+    """The whole benchmark; ``progress(str)`` is told what happens (a progress bar)."""
+    from engines.evaluation.protocols import PROTOCOLS
+    from engines.evaluation.runner import Evaluator, build_protocol, score
+    from engines.evaluation.samples import synthetic_sequences
+    from engines.fitter import FitConfig
+    from engines.synth.backgrounds import BackgroundBank
+
+    say = progress or (lambda s: None)
+    t_start = time.perf_counter()
+    protocols = [p for p in args.protocols.split(",") if p]
+    bad = set(protocols) - set(PROTOCOLS)
+    if bad:
+        raise SystemExit(f"unknown protocol(s) {sorted(bad)}; choose from {PROTOCOLS}")
+    bundle, model_path = load_bundle(args.model)
+    base = FitConfig()
+    fit_cfg = replace(
+        base,
+        stage1_steps=max(1, round(base.stage1_steps * args.fit_scale)),
+        stage2_steps=max(1, round(base.stage2_steps * args.fit_scale)),
+    )
+    ev = Evaluator(bundle, fit_config=fit_cfg)
+    S = ev.size
+    if args.real_npz:
+        from engines.evaluation.realdata import RealDataset
+
+        if "occ" in protocols:
+            raise SystemExit("the occ protocol needs body silhouettes; real data has none")
+        data = RealDataset(args.real_npz, args.image_root, S, args.focal, ev.body, args.frames)
+        seqs = data.sequences()
+        source = {"real_npz": str(args.real_npz), "frames": len(data)}
+    else:
+        seqs = synthetic_sequences(args.sequences, args.frames, S, args.seed, progress=say)
+        source = {"synthetic": "eval split (holdout takes)", "sequences": len(seqs),
+                  "frames_per_sequence": args.frames}  # fmt: skip
+    bank = BackgroundBank("heldout")
+    results: dict = {}
+    info: dict = {}
+    for pi, proto in enumerate(protocols):
+        rng = np.random.default_rng([args.seed, pi])
+        pfs = []
+        for si, seq in enumerate(seqs):
+            say(f"{proto}: build sequence {si + 1}/{len(seqs)}")
+            pfs.append(build_protocol(ev, seq, proto, rng, bank, args.grid_step))
+        say(f"{proto}: regression")
+        reg_out, regs = zip(*(ev.run_regression(pf) for pf in pfs))
+        r = {"regression": score(list(reg_out), pfs)}
+        say(f"{proto}: cold_fit")
+        cold = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch)
+        r["cold_fit"] = score(cold, pfs)
+        if proto == "advocc80":
+            say(f"{proto}: cold_fit_plain")
+            plain = ev.run_cold(pfs, list(regs), plain=True, every=args.cold_every,
+                                batch=args.fit_batch)  # fmt: skip
+            r["cold_fit_plain"] = score(plain, pfs)
+        sweep = {}
+        for n in sorted({fit_cfg.warm_steps, *args.warm_steps}):
+            say(f"{proto}: warm_fit@{n}")
+            sweep[n] = score(ev.run_warm(pfs, list(regs), n, cold), pfs)
+        r["warm_fit"] = sweep[fit_cfg.warm_steps]
+        r.update({f"warm_fit@{n}": sweep[n] for n in args.warm_steps})
+        results[proto] = r
+        infos = [i for pf in pfs for i in pf.info]
+        keys = ("coverage", "regression_mpjpe", "n_positions")
+        info[proto] = {k: float(np.mean([i[k] for i in infos])) for k in keys if k in infos[0]}
+    results["meta"] = {
+        "model": str(model_path),
+        "model_metadata": {
+            k: v
+            for k, v in bundle.metadata.items()
+            if k in ("code_version", "body_model_hash", "step", "format")
+        },
+        "crop_size": S,
+        "data": source,
+        "quick": bool(args.quick),
+        "seed": args.seed,
+        "grid_step": args.grid_step,
+        "cold_every": args.cold_every,  # cold_fit rows score frames t % cold_every == 0 only
+        "fit_batch": args.fit_batch,
+        "fit_config": asdict(fit_cfg),
+        "protocol_info": info,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+    }
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tqdm import tqdm
+
+    args = parse_args(argv)
+    bar = tqdm(file=sys.stderr, bar_format="{elapsed} {desc}", dynamic_ncols=True)
+
+    def progress(s: str) -> None:
+        bar.set_description_str(s)
+        bar.update(1)
+
+    try:
+        results = run(args, progress)
+    finally:
+        bar.close()
+    if not args.quick:
+        from engines.evaluation.report import markdown_table, plot
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "accuracy.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        (out / "accuracy.md").write_text(markdown_table(results))
+        plot(results, out / "accuracy.png")
+        print(markdown_table(results))
+    print(json.dumps(results, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

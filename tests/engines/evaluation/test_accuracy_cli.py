@@ -1,0 +1,36 @@
+"""``python -m benchmarks.accuracy`` end to end on test-written real-format data, tiny bundle."""
+
+import json
+
+import pytest
+
+from benchmarks import accuracy
+from engines.body import BodyModel
+
+from ._helpers import S, tiny_bundle
+from .test_realdata import _write
+
+
+def test_missing_model_fails_clearly(tmp_path):
+    args = accuracy.parse_args(["--quick", "--model", str(tmp_path / "none.safetensors")])
+    with pytest.raises(SystemExit, match="no model bundle"):
+        accuracy.run(args)
+
+
+@pytest.mark.slow
+def test_quick_run_on_real_format_data(tmp_path, capsys):
+    model = tiny_bundle(BodyModel.default()).save(tmp_path / "m.safetensors")
+    npz, root, _, _ = _write(tmp_path)
+    accuracy.main([
+        "--quick", "--model", str(model), "--real-npz", str(npz), "--image-root", str(root),
+        "--protocols", "clean,advocc80", "--fit-scale", "0.05", "--grid-step", "8",
+        "--warm-steps", "1",
+    ])  # fmt: skip
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    r = json.loads(last)
+    assert set(r) == {"clean", "advocc80", "meta"}
+    assert set(r["advocc80"]) == {"regression", "cold_fit", "cold_fit_plain", "warm_fit",
+                                  "warm_fit@1"}  # fmt: skip
+    for m in r["clean"].values():
+        assert m["frames"] >= 2 and m["mpjpe"] > 0
+    assert r["meta"]["crop_size"] == S and r["meta"]["data"]["frames"] == 3
