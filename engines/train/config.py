@@ -29,6 +29,7 @@ class TrainConfig:
     clutter_per_image: int = 10
     workers: int = 1
     threads: int = 0  # torch intra-op threads (0: torch default)
+    init_mean_pose: bool = True  # start the pose head at the mean training pose (not the T-pose)
     featnet: dict[str, Any] = field(default_factory=dict)
     nbv: dict[str, Any] = field(default_factory=dict)
     bank: dict[str, Any] = field(default_factory=dict)

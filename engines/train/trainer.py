@@ -27,7 +27,17 @@ from engines.train.contrastive import BankConfig, FeatureBank
 from engines.train.regression import RegressionWeights
 from engines.train.step import BATCH_KEYS, body_joints_from_rotmats, step
 
-__all__ = ["Trainer", "collate", "evaluate_regression"]
+__all__ = ["Trainer", "collate", "evaluate_regression", "mean_pose_6d"]
+
+
+def mean_pose_6d() -> torch.Tensor:  # -> [23, 6]
+    """Mean body pose of the training takes (engines/data/joint_limits.npz) in the 6D
+    representation: the average of the rotation matrices' first two columns."""
+    from engines.motion.sampler import PoseStats
+    from engines.rotations import axis_angle_to_matrix, matrix_to_rot6d
+
+    bank = torch.as_tensor(PoseStats.load().bank, dtype=torch.float32).reshape(-1, 23, 3)
+    return matrix_to_rot6d(axis_angle_to_matrix(bank)).mean(0)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -68,6 +78,9 @@ class Trainer:
         self.nbv_config = NBVConfig.from_dict(cfg.nbv)
         self.nbv = NeuralBodyVolume(self.body, self.nbv_config)
         self.net = FeatureNet(FeatNetConfig.from_dict(cfg.featnet))
+        if cfg.init_mean_pose:
+            with torch.no_grad():
+                self.net.pose_bias[1:] = mean_pose_6d()
         self.bank = FeatureBank(
             self.nbv.num_kernels, self.nbv.num_bins, self.net.config.feature_dim,
             BankConfig(**cfg.bank), seed=cfg.seed,
