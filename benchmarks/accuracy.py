@@ -138,6 +138,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         say(f"{proto}: regression")
         reg_out, regs = zip(*(ev.run_regression(pf) for pf in pfs))
         r = {"regression": score(list(reg_out), pfs)}
+        r["mean_pose"] = score([ev.run_mean_pose(pf, g) for pf, g in zip(pfs, regs)], pfs)
         say(f"{proto}: cold_fit")
         cold = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch)
         r["cold_fit"] = score(cold, pfs)
@@ -156,6 +157,10 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         infos = [i for pf in pfs for i in pf.info]
         keys = ("coverage", "regression_mpjpe", "n_positions")
         info[proto] = {k: float(np.mean([i[k] for i in infos])) for k in keys if k in infos[0]}
+    from engines.evaluation.features import kernel_top1_eval
+
+    say("kernel_top1")
+    results["kernel_top1"] = kernel_top1_eval(bundle, 32 if args.quick else 128, args.seed)
     results["meta"] = {
         "model": str(model_path),
         "model_metadata": {

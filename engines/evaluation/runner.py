@@ -178,6 +178,19 @@ class Evaluator:
         T = len(pf.images)
         return MethodOutput(reg.joints.numpy(), np.full(T, ms), np.zeros(T), np.arange(T)), reg
 
+    def run_mean_pose(self, pf: ProtocolFrames, reg: Regression) -> MethodOutput:
+        """Baseline: the training takes' mean body pose and mean shape, placed with the regression
+        head's global orientation and translation (PA-MPJPE ignores the placement)."""
+        from engines.train.trainer import mean_pose_6d
+
+        T = len(pf.images)
+        R = rot6d_to_matrix(mean_pose_6d())  # [23, 3, 3] (Gram-Schmidt: a proper rotation)
+        pose = matrix_to_axis_angle(R).reshape(1, 69).expand(T, 69)
+        st = reg.state
+        with torch.no_grad():
+            j = self.body(st.global_orient, pose, torch.zeros_like(st.betas), st.transl).joints
+        return MethodOutput(j.numpy(), np.zeros(T), np.zeros(T), np.arange(T))
+
     def run_cold(
         self,
         pfs: list[ProtocolFrames],
