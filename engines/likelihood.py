@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["LikelihoodOutput", "feature_likelihood", "orientation_pi"]
 
@@ -92,8 +91,9 @@ def feature_likelihood(
             f"support must be [B, H, W] = {tuple(mask.shape)}, got {tuple(support.shape)}"
         )
     b, _, h, w = features.shape
-    phi = F.normalize(rendered.reshape(b, o, c, h, w), dim=2, eps=_EPS)  # [B, O, C, H, W]
-    cos = (phi * features[:, None]).sum(dim=2)  # [B, O, H, W]
+    phi = rendered.reshape(b, o, c, h, w)
+    dot = (phi * features[:, None]).sum(dim=2)  # [B, O, H, W]
+    cos = dot / torch.linalg.vector_norm(phi, dim=2).clamp_min(_EPS)  # cos(normalize(phi), F)
     obj = (orientation_pi(orient, orient_mode) * cos).sum(dim=1)  # [B, H, W]
     clu = torch.einsum("bchw,c->bhw", features, clutter).detach()
     maskf = mask.to(features.dtype)
