@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m engines.demo --out out
+	$(PY) run_stream.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -42,6 +42,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="pace a file at its native frame rate (default: as fast as possible)",
     )
+    ap.add_argument(
+        "--bvh",
+        default=None,
+        help="after the run, export tracks of <output>/poses.npz as BVH to this path "
+        "({track} = track id), e.g. out/track_{track}.bvh",
+    )
+    ap.add_argument(
+        "--bvh-track", type=int, action="append", help="track id to export (default: all)"
+    )
+    ap.add_argument(
+        "--bvh-up", choices=("y", "z"), default="y", help="BVH up axis (y: Blender's default)"
+    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("-v", "--verbose", action="store_true")
     return ap.parse_args(argv)
@@ -80,8 +92,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     if result.interrupted:
         summary["interrupted"] = True
+    if args.bvh and args.output:
+        from pathlib import Path
+
+        from engines.export_bvh import export_tracks_bvh
+
+        try:
+            paths = export_tracks_bvh(
+                Path(args.output) / "poses.npz", args.bvh, args.bvh_track, args.bvh_up
+            )
+            summary["bvh"] = [str(p) for p in paths]
+            if not paths:
+                print("warning: --bvh: no fitted track to export", file=sys.stderr)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: bvh export: {exc}", file=sys.stderr)
+            summary["bvh_error"] = str(exc)
+            summary["ok"] = False
     print(json.dumps(summary, separators=(",", ":")))
-    return 0 if result.ok else 1
+    return 0 if summary["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -45,6 +45,8 @@ class PublishParams:
     smoothing: SmoothingParams = field(default_factory=SmoothingParams)
     wait_for_subscribers: int = 0  # hold the start of the run until this many have subscribed
     wait_timeout_s: float = 10.0
+    vmc_target: str = ""  # "host:port" (e.g. 127.0.0.1:39539): also send poses as VMC over OSC
+    vmc_track: int = -1  # track that drives the avatar; -1 = the first tracked person
 
     def __post_init__(self) -> None:
         if "/" in self.topic_prefix or not self.topic_prefix:
@@ -134,6 +136,12 @@ class PublishStage(Stage):
             self.jsonl = JsonlSink(out / "poses.jsonl") if p.jsonl else None
             self.npz = NpzSink(out / "poses.npz") if p.npz else None
             self.overlay = OverlaySink(out / "overlay.mp4") if p.overlay else None
+        self.vmc = None
+        if p.vmc_target:
+            from engines.vmc import VMCSender
+
+            track = None if p.vmc_track < 0 else p.vmc_track
+            self.vmc = VMCSender.from_target(p.vmc_target, track=track)
         self.smoothers: dict[int, TrackSmoother] = {}
         self.subscriptions = 0
         if p.wait_for_subscribers > 0:
@@ -198,6 +206,8 @@ class PublishStage(Stage):
         payload = pose_payload(msg)
         self._read_subscriptions()
         self._pub("pose", payload)
+        if self.vmc is not None:
+            self.vmc.send_frame(payload)
         if self.jsonl is not None:
             self.jsonl.write(payload)
         if self.npz is not None:
@@ -234,6 +244,8 @@ class PublishStage(Stage):
         ):
             if sink is not None:
                 sink.close()
+        if getattr(self, "vmc", None) is not None:
+            self.vmc.close()
         if hasattr(self, "sock"):
             self.sock.close()
             self._zctx.term()

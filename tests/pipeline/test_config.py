@@ -18,7 +18,7 @@ def test_shipped_configs_load_and_plan():
     for name in ("default.yaml", "webcam.yaml"):
         cfg = load_config(ROOT / "configs" / name)
         plan = plan_graph(cfg)
-        assert [s.name for s in plan.stages] == ["decode", "detect", "publish"]
+        assert [s.name for s in plan.stages] == ["decode", "detect", "features", "fit", "publish"]
     assert plan.live and plan.stages[1].input.policy == "latest"
 
 

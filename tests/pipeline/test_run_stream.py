@@ -37,7 +37,7 @@ def test_good_run_writes_sinks_and_summary(tmp_path):
     assert p.returncode == 0, p.stderr
     s = summary(p)
     assert s["ok"] and s["frames"] == 20 and s["published"] == 20 and s["dropped"] == 0
-    assert set(s["stages"]) == {"decode", "detect", "publish"} and s["fps"] > 0
+    assert set(s["stages"]) == {"decode", "detect", "features", "fit", "publish"} and s["fps"] > 0
     lines = (out / "poses.jsonl").read_text().splitlines()
     assert [json.loads(x)["frame_index"] for x in lines] == list(range(20))
     first = json.loads(lines[0])
@@ -180,3 +180,14 @@ def test_no_source_and_no_sample_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "SAMPLE_CLIP", tmp_path / "missing.mp4")
     with pytest.raises(ConfigError, match="pass --source"):
         runner.prepare(runner.RunOptions(source=None, output=None))
+
+
+def test_bvh_export_without_fitted_tracks_is_reported(tmp_path):
+    """--bvh with nothing fitted exports nothing and says so, after publishing every frame."""
+    clip = write_clip(tmp_path / "c.mp4", n=6)
+    out = tmp_path / "out"
+    p = run_cli("--source", clip, "--output", out, "--publish", pub(), "--bvh",
+                out / "track_{track}.bvh")  # fmt: skip
+    s = summary(p)
+    assert s["published"] == 6
+    assert p.returncode == 0 and s["bvh"] == [] and "no fitted track" in p.stderr

@@ -153,3 +153,24 @@ def test_file_sinks(tmp_path):
     # the box outline is drawn in the state colour (green for tracking)
     edge = frames[0][4:44, 1]
     assert np.median(edge[:, 1]) > 150 and np.median(edge[:, 0]) < 120
+
+
+def test_vmc_target_sends_one_osc_bundle_per_frame():
+    import socket
+
+    from pythonosc.osc_bundle import OscBundle
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    port = rx.getsockname()[1]
+    s = make(endpoint=f"tcp://127.0.0.1:{free_port()}", vmc_target=f"127.0.0.1:{port}")
+    rng = np.random.default_rng(0)
+    msg = FrameMessage("cam7", 0, 0.0, np.zeros((48, 64, 3), np.uint8), persons=[person(1, rng)])
+    s.process(msg)
+    data, _ = rx.recvfrom(65536)
+    bundle = OscBundle(data)
+    addresses = [m.address for m in bundle]
+    assert "/VMC/Ext/Bone/Pos" in addresses and "/VMC/Ext/OK" in addresses
+    s.close()
+    rx.close()
