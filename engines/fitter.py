@@ -22,9 +22,9 @@ from typing import Literal
 import torch
 
 from engines.body import BodyModel
-from engines.likelihood import LikelihoodOutput, feature_likelihood
+from engines.likelihood import LikelihoodOutput, feature_likelihood_from_cos
 from engines.nbv import NeuralBodyVolume
-from engines.render import Camera, render, render_features
+from engines.render import Camera, render, render_cosine, render_features
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = [
@@ -224,11 +224,12 @@ class NBVFitter:
         cfg = self.config
         centres, joints = self.nbv.pose(self.body, *state.as_tuple())
         out = render(centres, camera, cfg.precision, cfg.M)
-        rendered = render_features(out, self.table)  # [B, O*C, H, W]
         orient = render_features(out, self.nbv.orientation_weights(joints))  # [B, O, H, W]
-        lik = feature_likelihood(
+        # fused per-pixel cosine of the rendered kernel features (no [B, O*C, H, W] map)
+        cos = render_cosine(out, self.table, features.detach(), orient.shape[1])  # [B, O, H, W]
+        lik = feature_likelihood_from_cos(
             features,
-            rendered,
+            cos,
             orient,
             out.mask,
             self.clutter,

@@ -20,7 +20,12 @@ from typing import Literal
 
 import torch
 
-__all__ = ["LikelihoodOutput", "feature_likelihood", "orientation_pi"]
+__all__ = [
+    "LikelihoodOutput",
+    "feature_likelihood",
+    "feature_likelihood_from_cos",
+    "orientation_pi",
+]
 
 _EPS = 1e-8
 
@@ -84,16 +89,56 @@ def feature_likelihood(
     (default: the coverage mask, which is the silhouette dilated by the kernel footprint; pass
     e.g. ``silhouette > 0.5`` to count only pixels the body itself covers)."""
     o, c = _check(features, rendered, orient, mask, clutter)
+    b, _, h, w = features.shape
+    phi = rendered.reshape(b, o, c, h, w)
+    dot = (phi * features[:, None]).sum(dim=2)  # [B, O, H, W]
+    cos = dot / torch.linalg.vector_norm(phi, dim=2).clamp_min(_EPS)  # cos(normalize(phi), F)
+    return _from_cos(
+        features, cos, orient, mask, clutter, robust, orient_mode, temperature, support
+    )
+
+
+def feature_likelihood_from_cos(
+    features: torch.Tensor,  # [B, C, H, W] unit image features
+    cos: torch.Tensor,  # [B, O, H, W] cos(Phi_o(p), F(p)), e.g. engines.render.render_cosine
+    orient: torch.Tensor,  # [B, O, H, W] rendered soft orientation weights
+    mask: torch.Tensor,  # [B, H, W] coverage mask (bool or {0, 1})
+    clutter: torch.Tensor,  # [C] unit clutter direction
+    robust: bool = True,
+    orient_mode: Literal["softmax", "normalize"] = "normalize",
+    temperature: float = 0.1,
+    support: torch.Tensor | None = None,  # [B, H, W] bool body pixels for the occlusion map
+) -> LikelihoodOutput:
+    """``feature_likelihood`` from the per-bin cosine map instead of the rendered features."""
+    if features.ndim != 4:
+        raise ValueError(f"features must be [B, C, H, W], got {tuple(features.shape)}")
+    b, c, h, w = features.shape
+    if orient.ndim != 4 or orient.shape[0] != b or orient.shape[2:] != (h, w):
+        raise ValueError(
+            f"orient must be [B, O, H, W] = [{b}, O, {h}, {w}], got {tuple(orient.shape)}"
+        )
+    if cos.shape != orient.shape:
+        raise ValueError(
+            f"cos must be [B, O, H, W] = {tuple(orient.shape)}, got {tuple(cos.shape)}"
+        )
+    if mask.shape != (b, h, w):
+        raise ValueError(f"mask must be [B, H, W] = {(b, h, w)}, got {tuple(mask.shape)}")
+    if clutter.shape != (c,):
+        raise ValueError(f"clutter must be [C] = ({c},), got {tuple(clutter.shape)}")
+    return _from_cos(
+        features, cos, orient, mask, clutter, robust, orient_mode, temperature, support
+    )
+
+
+def _from_cos(
+    features, cos, orient, mask, clutter, robust, orient_mode, temperature, support
+) -> LikelihoodOutput:
     if support is None:
         support = mask
     elif support.shape != mask.shape:
         raise ValueError(
             f"support must be [B, H, W] = {tuple(mask.shape)}, got {tuple(support.shape)}"
         )
-    b, _, h, w = features.shape
-    phi = rendered.reshape(b, o, c, h, w)
-    dot = (phi * features[:, None]).sum(dim=2)  # [B, O, H, W]
-    cos = dot / torch.linalg.vector_norm(phi, dim=2).clamp_min(_EPS)  # cos(normalize(phi), F)
     obj = (orientation_pi(orient, orient_mode) * cos).sum(dim=1)  # [B, H, W]
     clu = torch.einsum("bchw,c->bhw", features, clutter).detach()
     maskf = mask.to(features.dtype)

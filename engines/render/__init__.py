@@ -5,10 +5,11 @@
 kernels. Geometry conventions: docs/conventions.md.
 """
 
-from .api import pool_features, render, render_features
+from .api import COSINE_EPS, pool_features, render, render_cosine, render_features
 from .common import DEFAULT_PRECISION, TAU, Camera, RenderOutput, camera_rays
 
 __all__ = [
+    "COSINE_EPS",
     "DEFAULT_PRECISION",
     "TAU",
     "Camera",
@@ -16,5 +17,6 @@ __all__ = [
     "camera_rays",
     "pool_features",
     "render",
+    "render_cosine",
     "render_features",
 ]

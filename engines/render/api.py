@@ -13,10 +13,13 @@ from .common import (
     check_precision,
     check_slots,
 )
-from .fast import features_fast, render_fast
+from .fast import cosine_fast, features_fast, render_fast
 from .reference import render_reference
 
-__all__ = ["pool_features", "render", "render_features"]
+__all__ = ["COSINE_EPS", "pool_features", "render", "render_cosine", "render_features"]
+
+#: ``render_cosine`` divides by max(|Phi_o(p)|, COSINE_EPS) (as engines.likelihood did).
+COSINE_EPS = 1e-8
 
 _IMPLS = {"fast": render_fast, "reference": render_reference}
 
@@ -122,3 +125,70 @@ def pool_features(
         num = feats.new_zeros(B * K, C).index_add(0, rows, src).view(B, K, C)
         wsum = w.new_zeros(B * K).index_add(0, rows, wv).view(B, K)
     return num / (wsum[..., None] + 1e-8), wsum
+
+
+def render_cosine(
+    out: RenderOutput,
+    table: torch.Tensor,  # [K, O*C] or [B, K, O*C], bins stacked
+    features: torch.Tensor,  # [B, C, H, W]
+    num_bins: int,
+    impl: str | None = None,
+) -> torch.Tensor:  # -> [B, O, H, W]
+    """Per pixel and bin, cos_o(p) = <Phi_o(p), F(p)> / |Phi_o(p)| with
+    Phi_o(p) = sum_m w_m(p) table[k_m(p), o*C:(o+1)*C], the norm clamped below at COSINE_EPS
+    (so 0 at pixels with no kernel, without NaN gradients). Equals the cosine of
+    ``render_features(out, table)`` reshaped to ``[B, O, C, H, W]`` against ``features``,
+    without materialising that map.
+
+    ``impl`` defaults to the render's: "fast" (fused C++, differentiable w.r.t. ``out.weights``
+    only: a table or features that require grad raise at backward) or "reference" (plain torch,
+    the formula literally, differentiable w.r.t. everything).
+    """
+    _check_output(out)
+    B, H, W, _ = out.idx.shape
+    K = out.num_kernels
+    if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    O = num_bins
+    if (
+        not isinstance(table, torch.Tensor)
+        or table.dim() not in (2, 3)
+        or not table.is_floating_point()
+        or table.shape[-2] != K
+        or (table.dim() == 3 and table.shape[0] != B)
+        or table.shape[-1] % O
+        or table.shape[-1] == 0
+    ):
+        shape = tuple(table.shape) if isinstance(table, torch.Tensor) else type(table).__name__
+        raise ValueError(
+            f"table must be a float tensor [K, O*C] = [{K}, {O}*C] or [B, K, O*C] = "
+            f"[{B}, {K}, {O}*C], got {shape}"
+        )
+    C = table.shape[-1] // O
+    if (
+        not isinstance(features, torch.Tensor)
+        or not features.is_floating_point()
+        or tuple(features.shape) != (B, C, H, W)
+    ):
+        shape = tuple(features.shape) if isinstance(features, torch.Tensor) else None
+        raise ValueError(
+            f"features must be a float tensor [B, C, H, W] = {(B, C, H, W)}, got {shape}"
+        )
+    impl = out.impl if impl is None else impl
+    if impl not in _IMPLS:
+        raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
+    if impl == "reference":
+        phi = render_features(
+            RenderOutput(
+                out.idx, out.weights, out.mask, out.silhouette, out.visibility, "reference"
+            ),
+            table,
+        ).reshape(B, O, C, H, W)
+        feats = features.to(phi.dtype)
+        dot = (phi * feats[:, None]).sum(dim=2)  # [B, O, H, W]
+        return dot / torch.linalg.vector_norm(phi, dim=2).clamp_min(COSINE_EPS)
+    if out.idx.device.type != "cpu":
+        raise ValueError("render_cosine(impl='fast') runs on CPU tensors")
+    w = out.weights.to(table.dtype)
+    tb = table if table.dim() == 3 else table[None]
+    return cosine_fast(out.idx, w, tb, features.to(table.dtype), O, COSINE_EPS)

@@ -20,7 +20,7 @@ import torch
 
 from .common import TAU, Camera, RenderOutput, camera_rays
 
-__all__ = ["extension", "features_fast", "render_fast"]
+__all__ = ["cosine_extension", "cosine_fast", "extension", "features_fast", "render_fast"]
 
 _CSRC = Path(__file__).resolve().parent.parent / "csrc"
 _SOURCES = (_CSRC / "nbv_render.cpp", _CSRC / "nbv_features.cpp")
@@ -46,6 +46,27 @@ def extension():
                 "could not build the fast NBV renderer (engines/csrc/nbv_*.cpp): it needs a "
                 "C++17 compiler (g++) and ninja on PATH (pip install ninja); "
                 "render(..., impl='reference') works without them. Cause: " + str(e)
+            ) from e
+
+
+@functools.cache
+def cosine_extension():
+    """The fused cosine extension (engines/csrc/nbv_cosine.cpp), built on first use."""
+    from torch.utils.cpp_extension import load
+
+    with _lock:
+        try:
+            return load(
+                name="nbfstream_nbv_cosine",
+                sources=[str(_CSRC / "nbv_cosine.cpp")],
+                extra_cflags=["-O3", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
+        except (RuntimeError, OSError) as e:
+            raise RuntimeError(
+                "could not build engines/csrc/nbv_cosine.cpp (needs g++ and ninja on PATH); "
+                "render_cosine(..., impl='reference') works without it. Cause: " + str(e)
             ) from e
 
 
@@ -89,6 +110,39 @@ class _FastFeatures(torch.autograd.Function):
             return None, None, None
         gw, gt = extension().features_backward(grad, idx, weights, table, need_w, need_t)
         return None, gw.to(weights.dtype) if need_w else None, gt if need_t else None
+
+
+class _FastCosine(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, idx, weights, table, features, O, eps):
+        ctx.save_for_backward(idx, weights, table, features)
+        ctx.O, ctx.eps = O, eps
+        return cosine_extension().cosine_forward(idx, weights, table, features, O, eps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        idx, weights, table, features = ctx.saved_tensors
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            raise RuntimeError(
+                "render_cosine (fast) differentiates w.r.t. the render weights only; "
+                "detach table and features or use impl='reference'"
+            )
+        if not ctx.needs_input_grad[1]:
+            return None, None, None, None, None, None
+        gw = cosine_extension().cosine_backward(grad, idx, weights, table, features, ctx.O, ctx.eps)
+        return None, gw.to(weights.dtype), None, None, None, None
+
+
+def cosine_fast(
+    idx: torch.Tensor,  # [B, H, W, M]
+    weights: torch.Tensor,  # [B, H, W, M]
+    table: torch.Tensor,  # [Bt, K, O*C], Bt in {1, B}
+    features: torch.Tensor,  # [B, C, H, W]
+    O: int,
+    eps: float,
+) -> torch.Tensor:  # -> [B, O, H, W]
+    """Fused cos(Phi_o(p), F(p)) per pixel and bin (C++); gradient w.r.t. the weights only."""
+    return _FastCosine.apply(idx, weights, table, features, O, eps)
 
 
 def features_fast(
