@@ -159,8 +159,9 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         info[proto] = {k: float(np.mean([i[k] for i in infos])) for k in keys if k in infos[0]}
     from engines.evaluation.features import kernel_top1_eval
 
-    say("kernel_top1")
-    results["kernel_top1"] = kernel_top1_eval(bundle, 32 if args.quick else 128, args.seed)
+    if not args.real_npz:  # feature quality on held-out synthetic images
+        say("kernel_top1")
+        results["kernel_top1"] = kernel_top1_eval(bundle, 32 if args.quick else 128, args.seed)
     results["meta"] = {
         "model": str(model_path),
         "model_metadata": {
