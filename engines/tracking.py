@@ -323,14 +323,14 @@ def regression_init(
     pose6d: torch.Tensor,  # [B, 24, 6]
     betas: torch.Tensor,  # [B, 10]
     cam: torch.Tensor,  # [B, 3] weak perspective (s, tx, ty)
-    focal: torch.Tensor,  # [B] crop focal length, pixels
+    K: torch.Tensor,  # [B, 3, 3] crop camera
     size: int,  # crop side S
 ) -> BodyState:
     """The regression head's estimate as a body state (re-initialises new and lost tracks).
 
     The translation follows the training convention (``weak_perspective_to_transl`` with the
-    crop focal length); the crop camera shares the frame camera's axes, so the state is in the
-    frame camera's frame.
+    crop camera); the crop camera shares the frame camera's axes, so the state is in the frame
+    camera's frame.
     """
     from engines.rotations import rot6d_to_matrix
     from engines.train.regression import weak_perspective_to_transl
@@ -338,9 +338,9 @@ def regression_init(
     if pose6d.dim() != 3 or pose6d.shape[1:] != (24, 6):
         raise ValueError(f"pose6d: expected [B, 24, 6], got {tuple(pose6d.shape)}")
     B = pose6d.shape[0]
-    if betas.shape[0] != B or cam.shape != (B, 3) or focal.shape != (B,):
-        got = f"{tuple(betas.shape)}, {tuple(cam.shape)}, {tuple(focal.shape)}"
-        raise ValueError(f"betas, cam, focal: expected [{B}, N], [{B}, 3], [{B}], got {got}")
+    if betas.shape[0] != B or cam.shape != (B, 3) or K.shape != (B, 3, 3):
+        got = f"{tuple(betas.shape)}, {tuple(cam.shape)}, {tuple(K.shape)}"
+        raise ValueError(f"betas, cam, K: expected [{B}, N], [{B}, 3], [{B}, 3, 3], got {got}")
     aa = matrix_to_axis_angle(rot6d_to_matrix(pose6d.float()))  # [B, 24, 3]
-    transl = weak_perspective_to_transl(cam.float(), focal.float(), size)
+    transl = weak_perspective_to_transl(cam.float(), K.float(), size)
     return BodyState(aa[:, 0].contiguous(), aa[:, 1:].reshape(B, 69), betas.float(), transl)

@@ -212,7 +212,7 @@ class FitStage(Stage):
         def col(key: str) -> torch.Tensor:
             return torch.from_numpy(np.stack([q.extras[key] for q in people])).float()
 
-        init = regression_init(col("pose6d"), col("betas"), col("cam"), Kc[:, 0, 0], S)
+        init = regression_init(col("pose6d"), col("betas"), col("cam"), Kc, S)
         with torch.no_grad():
             reg_joints = self.body(*init.as_tuple()).joints
         boxes = np.stack([q.box for q in people]).astype(np.float64)

@@ -155,7 +155,7 @@ class Evaluator:
             R = rot6d_to_matrix(out["pose6d"])  # [b, 24, 3, 3]
             aa = matrix_to_axis_angle(R)  # [b, 24, 3]
             betas = out["betas"]
-            transl = weak_perspective_to_transl(out["cam"], Kt[:, 0, 0], self.size)
+            transl = weak_perspective_to_transl(out["cam"], Kt, self.size)
             b = aa.shape[0]
             states.append(BodyState(aa[:, 0], aa[:, 1:].reshape(b, 69), betas, transl))
             joints.append(body_joints_from_rotmats(self.body, R, betas) + transl[:, None])

@@ -34,12 +34,21 @@ class RegressionWeights:
 
 def weak_perspective_to_transl(
     cam: torch.Tensor,  # [B, 3] (s, tx, ty), crop coordinates normalised to [-1, 1]
-    focal: torch.Tensor,  # [B] crop focal length, pixels
+    K: torch.Tensor,  # [B, 3, 3] crop camera
     size: int,  # crop side S, pixels
 ) -> torch.Tensor:  # -> [B, 3]
-    """``[tx, ty, 2 f / (S s)]`` (docs/conventions.md, "Weak perspective"); s is clamped > 0."""
+    """Camera-frame translation of a weak-perspective estimate (docs/conventions.md).
+
+    ``s, tx, ty`` describe the body relative to the crop's centre ``c0 = (S - 1) / 2``: depth
+    ``z = 2 f / (S s)`` and the body origin projecting at ``c0 + f (tx, ty) / z``. A crop
+    camera's principal point need not be the crop centre (crops share the frame camera's axes),
+    so ``transl = [tx - (cx - c0) z / fx, ty - (cy - c0) z / fy, z]``. ``s`` is clamped > 0.
+    """
     s = cam[:, 0].clamp(min=1e-3)
-    return torch.stack([cam[:, 1], cam[:, 2], 2.0 * focal / (size * s)], dim=-1)
+    fx, fy, cx, cy = K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]
+    c0 = (size - 1) / 2.0
+    z = 2.0 * fx / (size * s)
+    return torch.stack([cam[:, 1] - (cx - c0) * z / fx, cam[:, 2] - (cy - c0) * z / fy, z], -1)
 
 
 def _project(joints: torch.Tensor, K: torch.Tensor) -> torch.Tensor:  # [B, J, 3], [B, 3, 3]
@@ -69,7 +78,7 @@ def regression_losses(
     root_p = pred_joints[:, :1]
     root_g = gt_joints3d[:, :1]
     out["joints3d"] = weights.joints3d * F.mse_loss(pred_joints - root_p, gt_joints3d - root_g)
-    transl = weak_perspective_to_transl(pred_cam, K[:, 0, 0], size)
+    transl = weak_perspective_to_transl(pred_cam, K, size)
     cam_joints = pred_joints + transl[:, None]  # SMPL transl moves the body-frame origin
     uv = _project(cam_joints, K)
     norm = size / 2.0

@@ -160,7 +160,11 @@ def test_regression_init_matches_the_head_outputs():
     aa[:, 0] = torch.tensor([math.pi * 0.9, 0.1, 0.0])
     pose6d = matrix_to_rot6d(axis_angle_to_matrix(aa))
     cam = torch.tensor([[0.8, 0.1, -0.2], [1.2, 0.0, 0.0]])
-    st = regression_init(pose6d, torch.ones(2, 10), cam, torch.tensor([500.0, 250.0]), 192)
+    K = torch.zeros(2, 3, 3)
+    K[:, 0, 0] = K[:, 1, 1] = torch.tensor([500.0, 250.0])
+    K[:, :2, 2] = 95.5  # principal point at the crop centre
+    K[:, 2, 2] = 1.0
+    st = regression_init(pose6d, torch.ones(2, 10), cam, K, 192)
     torch.testing.assert_close(
         axis_angle_to_matrix(st.global_orient), axis_angle_to_matrix(aa[:, 0]), atol=1e-5, rtol=0
     )
@@ -170,4 +174,4 @@ def test_regression_init_matches_the_head_outputs():
     )
     torch.testing.assert_close(st.transl[:, :2], cam[:, 1:])
     with pytest.raises(ValueError, match="pose6d"):
-        regression_init(pose6d[:, :23], torch.ones(2, 10), cam, torch.ones(2), 192)
+        regression_init(pose6d[:, :23], torch.ones(2, 10), cam, K, 192)

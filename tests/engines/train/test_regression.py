@@ -19,10 +19,19 @@ def _camera(b, f=500.0, size=192):
     return K
 
 
-def test_weak_perspective_depth():
+def test_weak_perspective_depth_and_crop_centre():
     cam = torch.tensor([[0.5, 0.1, -0.2]])
-    t = weak_perspective_to_transl(cam, torch.tensor([500.0]), 200)
+    K = _camera(1, f=500.0, size=200)  # principal point at the crop centre
+    t = weak_perspective_to_transl(cam, K, 200)
     assert torch.allclose(t, torch.tensor([[0.1, -0.2, 2 * 500 / (200 * 0.5)]]))
+    # a crop whose principal point is elsewhere: the body origin still projects at
+    # crop centre + f (tx, ty) / z, whatever the principal point
+    K2 = K.clone()
+    K2[0, 0, 2], K2[0, 1, 2] = 350.0, -80.0
+    t2 = weak_perspective_to_transl(cam, K2, 200)
+    uv = (K2[0] @ (t2[0] / t2[0, 2]))[:2]
+    z = 2 * 500 / (200 * 0.5)
+    assert torch.allclose(uv, torch.tensor([99.5 + 500 * 0.1 / z, 99.5 - 500 * 0.2 / z]), atol=1e-4)
 
 
 def _gt(b=2, size=192, seed=0):
@@ -31,7 +40,7 @@ def _gt(b=2, size=192, seed=0):
     joints = 0.5 * torch.randn(b, 24, 3, generator=g)
     cam = torch.tensor([[0.8, 0.05, -0.1]]).repeat(b, 1)
     K = _camera(b, size=size)
-    transl = weak_perspective_to_transl(cam, K[:, 0, 0], size)
+    transl = weak_perspective_to_transl(cam, K, size)
     j3d = joints + transl[:, None]
     uv = torch.einsum("bij,bnj->bni", K, j3d / j3d[..., 2:])[..., :2]
     betas = torch.randn(b, 10, generator=g)
