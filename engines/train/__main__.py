@@ -13,6 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engines.train", description=__doc__)
     ap.add_argument("--config", default="configs/train.yaml")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    ap.add_argument(
+        "--resume-from",
+        type=Path,
+        help="continue from this bundle (e.g. engines/data/nbf_model.safetensors)",
+    )
     ap.add_argument("--steps", type=int, help="override the number of steps")
     ap.add_argument("--out-dir", help="override out_dir")
     ap.add_argument("--export", type=Path, help="also write the final bundle here")
@@ -31,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         {**cfg.data, "crop_size": cfg.featnet.get("input_size", 192), "seed": cfg.seed}
     )
     trainer = Trainer(cfg, SynthDataset(data_cfg, "train"), SynthDataset(data_cfg, "val"))
-    if args.resume and trainer.resume():
+    if args.resume_from is not None:
+        if not trainer.resume(args.resume_from):
+            raise SystemExit(f"error: {args.resume_from} does not exist")
+        print(f"resumed from {args.resume_from} at step {trainer.step_count}", file=sys.stderr)
+    elif args.resume and trainer.resume():
         print(f"resumed at step {trainer.step_count}", file=sys.stderr)
     trainer.run()
     if args.export:

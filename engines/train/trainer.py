@@ -128,10 +128,14 @@ class Trainer:
             raise ValueError(f"{path} was trained on a different body model")
         self.net.load_state_dict(b.net.state_dict())
         self.bank.load_state_dict(b.bank.state_dict())
-        state = torch.load(path.with_suffix(".train.pt"), weights_only=True)
-        self.opt.load_state_dict(state["optimizer"])
-        self.step_count = int(state["step"])
-        self.gen.set_state(state["rng"])
+        state_path = path.with_suffix(".train.pt")
+        if state_path.is_file():
+            state = torch.load(state_path, weights_only=True)
+            self.opt.load_state_dict(state["optimizer"])
+            self.step_count = int(state["step"])
+            self.gen.set_state(state["rng"])
+        else:  # a shipped bundle: weights and bank only; the optimiser starts afresh
+            self.step_count = int(b.metadata.get("step", 0))
         self.history = list(b.metadata.get("history", []))
         return True
 

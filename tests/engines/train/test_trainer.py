@@ -96,6 +96,16 @@ def test_overfit_tiny_batch_then_checkpoint_round_trip(tmp_path):
     assert tr2.step_count == 40
     tr2.run(progress=False)
     assert tr2.step_count == 45
+    # a shipped bundle (no optimiser state beside it) resumes with a fresh optimiser
+    import shutil
+
+    shipped = tmp_path / "shipped.safetensors"
+    shutil.copy(tr.last_path, shipped)
+    shutil.copy(tr.last_path.with_suffix(".json"), shipped.with_suffix(".json"))
+    tr3 = Trainer(_cfg(tmp_path / "other", steps=46), ds, ds)
+    assert tr3.resume(shipped)
+    assert tr3.step_count == 45
+    assert torch.equal(tr3.bank.rows, tr2.bank.rows)
 
 
 def test_loss_decreases_when_overfitting(tmp_path):
