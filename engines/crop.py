@@ -22,6 +22,7 @@ __all__ = [
     "crop_intrinsics",
     "crop_window",
     "extract_crops",
+    "feature_intrinsics",
     "frame_intrinsics",
     "make_crop",
 ]
@@ -91,6 +92,18 @@ def crop_intrinsics(
         raise ValueError(f"K: expected shape [3, 3], got {K.shape}")
     A = np.vstack([crop_affine(window, size), [0.0, 0.0, 1.0]])
     return A @ K
+
+
+def feature_intrinsics(K, stride: int):  # K: [..., 3, 3] numpy or torch -> same type
+    """Camera of a stride-``stride`` feature map of an image with camera ``K``: map pixel (i, j)
+    covers image pixels [stride i, stride (i + 1)), centred at stride i + (stride - 1) / 2, so
+    f' = f / stride and c' = (c + 0.5) / stride - 0.5."""
+    Kf = K.clone() if hasattr(K, "clone") else np.array(K, np.float64)
+    Kf[..., 0, 0] = K[..., 0, 0] / stride
+    Kf[..., 1, 1] = K[..., 1, 1] / stride
+    Kf[..., 0, 2] = (K[..., 0, 2] + 0.5) / stride - 0.5
+    Kf[..., 1, 2] = (K[..., 1, 2] + 0.5) / stride - 0.5
+    return Kf
 
 
 @dataclass(frozen=True)

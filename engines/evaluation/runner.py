@@ -33,7 +33,7 @@ from engines.featnet import STRIDE, normalize_images
 from engines.fitter import BodyState, FitConfig, NBVFitter, velocity
 from engines.metrics import JOINTS14, mpjpe, pa_mpjpe, pckh
 from engines.rotations import matrix_to_axis_angle, rot6d_to_matrix
-from engines.train.regression import weak_perspective_to_transl
+from engines.tracking import regression_init
 from engines.train.step import body_joints_from_rotmats, feature_camera
 
 from .protocols import (
@@ -152,13 +152,10 @@ class Evaluator:
         for i in range(0, len(images), self.batch):
             out = self.net(normalize_images(images[i : i + self.batch]))
             Kt = torch.as_tensor(K[i : i + self.batch], dtype=torch.float32)
+            st = regression_init(out["pose6d"], out["betas"], out["cam"], Kt, self.size)
+            states.append(st)
             R = rot6d_to_matrix(out["pose6d"])  # [b, 24, 3, 3]
-            aa = matrix_to_axis_angle(R)  # [b, 24, 3]
-            betas = out["betas"]
-            transl = weak_perspective_to_transl(out["cam"], Kt, self.size)
-            b = aa.shape[0]
-            states.append(BodyState(aa[:, 0], aa[:, 1:].reshape(b, 69), betas, transl))
-            joints.append(body_joints_from_rotmats(self.body, R, betas) + transl[:, None])
+            joints.append(body_joints_from_rotmats(self.body, R, st.betas) + st.transl[:, None])
             if features:
                 feats.append(out["features"])
         return Regression(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engines.crop import crop_intrinsics, feature_intrinsics  # re-exported: one crop camera
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = [
@@ -146,30 +147,3 @@ def sample_crop_window(
         shift = shift * (truncate * size + (s - size) / 2)
         c = c + shift
     return float(c[0]), float(c[1]), float(s)
-
-
-def crop_intrinsics(K: np.ndarray, window: tuple[float, float, float], S: int) -> np.ndarray:
-    """Crop camera ``[3, 3]`` of the window ``(bx, by, s)`` resized to ``S x S``
-    (docs/conventions.md "Crops")."""
-    bx, by, s = window
-    if s <= 0:
-        raise ValueError(f"window side must be positive, got {s}")
-    k = S / s
-    Kc = np.array(K, np.float64).copy()
-    Kc[0, 0] *= k
-    Kc[1, 1] *= k
-    Kc[0, 2] = (K[0, 2] - (bx - s / 2)) * k - 0.5
-    Kc[1, 2] = (K[1, 2] - (by - s / 2)) * k - 0.5
-    return Kc
-
-
-def feature_intrinsics(K: np.ndarray | torch.Tensor, stride: int):  # [..., 3, 3]
-    """Camera of a stride-``stride`` feature map of an image with camera ``K``: map pixel (i, j)
-    covers image pixels [stride i, stride (i + 1)), centred at stride i + (stride - 1) / 2, so
-    f' = f / stride and c' = (c + 0.5) / stride - 0.5."""
-    Kf = K.clone() if isinstance(K, torch.Tensor) else np.array(K, np.float64)
-    Kf[..., 0, 0] = K[..., 0, 0] / stride
-    Kf[..., 1, 1] = K[..., 1, 1] / stride
-    Kf[..., 0, 2] = (K[..., 0, 2] + 0.5) / stride - 0.5
-    Kf[..., 1, 2] = (K[..., 1, 2] + 0.5) / stride - 0.5
-    return Kf

@@ -7,7 +7,6 @@ retargeting onto SMPL are ``engines.motion``'s.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +48,10 @@ class PoseSequence:
 
 
 def default_mocap_dir() -> Path:
-    """``$NBF_MOCAP_DIR``, else ``<repo>/data/mocap``, else ``/work/shared/data/mocap``."""
-    env = os.environ.get("NBF_MOCAP_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[2] / "data" / "mocap"
-    return repo if repo.is_dir() else Path("/work/shared/data/mocap")
+    """The CMU takes (``engines.paths.mocap_dir``: ``$NBF_MOCAP_DIR`` or the shared folder)."""
+    from engines.paths import mocap_dir
+
+    return mocap_dir()
 
 
 def split_takes(mocap_dir: Path | str, split: str) -> list[Path]:

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import torch
 
+from engines.crop import crop_affine
+
 from .appearance import sample_appearance
 from .backgrounds import BackgroundBank, colour_jitter, procedural_background
 from .camera import crop_intrinsics, sample_crop_window, sample_frame_camera
@@ -52,9 +54,8 @@ def crop_from_frame(
 ) -> np.ndarray:  # [H, W, 3] -> [S, S, 3]
     """Cut the square window ``(bx, by, s)`` out of a frame and resize it to ``S x S``
     (u' = (u - bx + s / 2) S / s - 0.5; outside the frame: black)."""
-    bx, by, s = window
-    a = S / s
-    M = np.array([[a, 0, (s / 2 - bx) * a - 0.5], [0, a, (s / 2 - by) * a - 0.5]], np.float64)
+    M = crop_affine(window, S)
+    a = M[0, 0]
     return cv2.warpAffine(frame, M, (S, S), flags=cv2.INTER_AREA if a < 1 else cv2.INTER_LINEAR)
 
 

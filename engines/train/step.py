@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.body import BodyModel
+from engines.crop import feature_intrinsics
 from engines.featnet import FeatureNet
 from engines.nbv import NeuralBodyVolume
 from engines.render import Camera, pool_features, render
@@ -47,19 +48,11 @@ class StepOutputs:
 
 
 def feature_camera(K: torch.Tensor, stride: int, size: int) -> Camera:  # K: [B, 3, 3]
-    """Camera of the stride-``stride`` feature map of an ``size``-pixel crop with intrinsics K.
-
-    Pixel centres stay at integer coordinates: u' = (u + 0.5) / stride - 0.5.
-    """
+    """Camera of the stride-``stride`` feature map of an ``size``-pixel crop with intrinsics K
+    (``engines.crop.feature_intrinsics``: pixel centres stay at integer coordinates)."""
+    Kf = feature_intrinsics(K, stride)
     h = size // stride
-    return Camera(
-        fx=K[:, 0, 0] / stride,
-        fy=K[:, 1, 1] / stride,
-        cx=(K[:, 0, 2] + 0.5) / stride - 0.5,
-        cy=(K[:, 1, 2] + 0.5) / stride - 0.5,
-        width=h,
-        height=h,
-    )
+    return Camera(fx=Kf[:, 0, 0], fy=Kf[:, 1, 1], cx=Kf[:, 0, 2], cy=Kf[:, 1, 2], width=h, height=h)
 
 
 def body_joints_from_rotmats(
