@@ -6,6 +6,7 @@ as safetensors + JSON metadata (:mod:`engines.model`), resume from the last chec
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -31,6 +32,11 @@ __all__ = ["Trainer", "collate", "evaluate_regression", "mean_pose_6d"]
 
 
 def mean_pose_6d() -> torch.Tensor:  # -> [23, 6]
+    return _mean_pose_6d().clone()
+
+
+@functools.lru_cache(maxsize=1)
+def _mean_pose_6d() -> torch.Tensor:  # -> [23, 6]
     """Mean body pose of the training takes (engines/data/joint_limits.npz) in the 6D
     representation: the average of the rotation matrices' first two columns."""
     from engines.motion.sampler import PoseStats
