@@ -17,7 +17,7 @@ metres; the feature map's camera is a :class:`engines.render.Camera`).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -148,6 +148,12 @@ class BodyState:
         )
 
 
+class _Evaluation(NamedTuple):
+    total: torch.Tensor  # [B] objective (likelihood + priors)
+    lik: LikelihoodOutput
+    joints: torch.Tensor  # [B, 24, 3]
+
+
 @dataclass
 class FitResult:
     state: BodyState  # fitted parameters (detached)
@@ -261,48 +267,63 @@ class NBVFitter:
         steps: int,
         lr: float,
         anchor: BodyState | None = None,
-    ) -> tuple[BodyState, torch.Tensor]:
-        """Adam on the ``free`` fields; returns the best iterate per body and its loss."""
+    ) -> tuple[BodyState, torch.Tensor, _Evaluation | None]:
+        """Adam on the ``free`` fields; returns the best iterate per body, its loss and, when the
+        final iterate is the best of every body, its evaluation (so ``_finish`` need not redo it).
+        The final iterate is evaluated without autograd."""
         cfg = self.config
         params = {
             n: getattr(state, n).detach().clone().requires_grad_(n in free)
             for n in ("global_orient", "body_pose", "betas", "transl")
         }
         opt = torch.optim.Adam([params[n] for n in free], lr=lr, betas=(0.9, 0.99))
-        best_state, best_loss = state.detach(), None
+        best_state, best_loss, last = state.detach(), None, None
         for step in range(steps + 1):
+            final = step == steps
             cur = BodyState(**params)
-            loss, _, _ = self.objective(cur, features, camera)
-            if anchor is not None and cfg.temporal_weight > 0:
-                d = torch.cat(
-                    [
-                        cur.global_orient - anchor.global_orient,
-                        cur.body_pose - anchor.body_pose,
-                        10.0 * (cur.transl - anchor.transl),
-                    ],
-                    dim=1,
-                )
-                loss = loss + cfg.temporal_weight * (d**2).sum(dim=1)
+            with torch.set_grad_enabled(not final):
+                total, lik, joints = self.objective(cur, features, camera)
+                loss = total
+                if anchor is not None and cfg.temporal_weight > 0:
+                    d = torch.cat(
+                        [
+                            cur.global_orient - anchor.global_orient,
+                            cur.body_pose - anchor.body_pose,
+                            10.0 * (cur.transl - anchor.transl),
+                        ],
+                        dim=1,
+                    )
+                    loss = loss + cfg.temporal_weight * (d**2).sum(dim=1)
             with torch.no_grad():
                 if best_loss is None:
-                    best_loss = loss.detach().clone()
+                    better = torch.ones_like(loss, dtype=torch.bool)
+                    best_state, best_loss = cur.detach(), loss.detach().clone()
                 else:
                     better = loss < best_loss
                     best_state = BodyState.where(better, cur.detach(), best_state)
                     best_loss = torch.where(better, loss.detach(), best_loss)
-            if step == steps:
+            if final:
+                if bool(better.all()):
+                    last = _Evaluation(total.detach(), lik, joints.detach())
                 break
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
-        return best_state, best_loss
+        return best_state, best_loss, last
 
     def _finish(
-        self, state: BodyState, features: torch.Tensor, camera: Camera, steps: int
+        self,
+        state: BodyState,
+        features: torch.Tensor,
+        camera: Camera,
+        steps: int,
+        evaluation: _Evaluation | None = None,
     ) -> FitResult:
         cfg = self.config
-        with torch.no_grad():
-            total, lik, joints = self.objective(state, features, camera)
+        if evaluation is None:
+            with torch.no_grad():
+                evaluation = _Evaluation(*self.objective(state, features, camera))
+        total, lik, joints = evaluation
         coverage = (lik.obj != 0).sum(dim=(1, 2))  # pixels the render reaches
         frac = lik.occluded_fraction
         lost = (frac > cfg.lost_fraction) | (coverage < cfg.lost_min_coverage)
@@ -329,10 +350,10 @@ class NBVFitter:
             starts.append(flip_front_back(init.detach(), pelvis))
         best_state, best_loss = None, None
         for s in starts:
-            s1, _ = self._optimise(
+            s1, _, _ = self._optimise(
                 s, features, camera, ("global_orient", "transl"), cfg.stage1_steps, cfg.lr
             )
-            s2, loss = self._optimise(
+            s2, loss, evaluation = self._optimise(
                 s1, features, camera, ("global_orient", "body_pose"), cfg.stage2_steps, cfg.lr
             )
             if best_state is None:
@@ -342,7 +363,9 @@ class NBVFitter:
                 best_state = BodyState.where(better, s2, best_state)
                 best_loss = torch.where(better, loss, best_loss)
         steps = len(starts) * (cfg.stage1_steps + cfg.stage2_steps)
-        return self._finish(best_state, features, camera, steps)
+        if len(starts) > 1:
+            evaluation = None  # the winner differs per body: evaluate it again
+        return self._finish(best_state, features, camera, steps, evaluation)
 
     def warm_start(
         self,
@@ -365,7 +388,7 @@ class NBVFitter:
                 start.transl + a * velocity.transl,
             )
         n = cfg.warm_steps if steps is None else steps
-        state, _ = self._optimise(
+        state, _, evaluation = self._optimise(
             start,
             features,
             camera,
@@ -374,7 +397,7 @@ class NBVFitter:
             cfg.warm_lr,
             anchor=start,
         )
-        return self._finish(state, features, camera, n)
+        return self._finish(state, features, camera, n, evaluation)
 
 
 def _compose_aa(aa: torch.Tensor, delta: torch.Tensor, a: float) -> torch.Tensor:  # [B, 3] x2

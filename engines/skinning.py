@@ -15,6 +15,10 @@ linear map contracted once).
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -26,6 +30,7 @@ __all__ = [
     "batch_rigid_transform",
     "blend_shapes",
     "joint_basis",
+    "kinematic_chain",
     "lbs",
     "shaped_joints",
 ]
@@ -79,10 +84,68 @@ def shaped_joints(
     return J_template[None] + blend_shapes(betas, J_shapedirs)
 
 
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_CSRC = Path(__file__).resolve().parent / "csrc" / "fk_chain.cpp"
+
+
+@functools.cache
+def fk_extension():
+    """The compiled kinematic-chain op (engines/csrc/fk_chain.cpp), built on first use;
+    ``None`` (with a warning) where it cannot be built (no g++ or ninja)."""
+    from torch.utils.cpp_extension import load
+
+    with _lock:
+        try:
+            return load(name="nbfstream_fk_chain", sources=[str(_CSRC)],
+                        extra_cflags=["-O3"], verbose=False)  # fmt: skip
+        except (RuntimeError, OSError) as e:  # pragma: no cover - depends on the toolchain
+            _log.warning("fast forward kinematics unavailable (needs g++ and ninja): %s", e)
+            return None
+
+
+class _FKChain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, local: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+        ext = fk_extension()
+        G = ext.forward(local, parents)
+        ctx.save_for_backward(local, G, parents)
+        return G
+
+    @staticmethod
+    def backward(ctx, grad_G: torch.Tensor):
+        local, G, parents = ctx.saved_tensors
+        return fk_extension().backward(grad_G, local, G, parents), None
+
+
+def kinematic_chain(
+    local: torch.Tensor,  # [B, J, 4, 4] local transforms
+    parents: torch.Tensor,  # [J] long, parents[0] = -1, parents[j] < j
+    impl: str = "auto",  # "reference" (torch loop) | "fast" (C++ op) | "auto"
+) -> torch.Tensor:  # -> [B, J, 4, 4]
+    """``G_0 = L_0``, ``G_j = G_parent(j) @ L_j``. ``auto`` takes the C++ op for CPU float
+    tensors when it builds, else the reference loop (same values and gradients; tested)."""
+    if impl not in ("auto", "reference", "fast"):
+        raise ValueError(f"impl must be auto, reference or fast, got {impl!r}")
+    cpu_float = local.device.type == "cpu" and local.dtype in (torch.float32, torch.float64)
+    if impl == "fast" or (impl == "auto" and cpu_float and fk_extension() is not None):
+        if not cpu_float:
+            raise ValueError("the fast kinematic chain needs CPU float32/float64 tensors")
+        if fk_extension() is None:
+            raise RuntimeError("the fast kinematic chain could not be built (needs g++, ninja)")
+        return _FKChain.apply(local.contiguous(), parents.to(local.device, torch.long))
+    par = parents.tolist()
+    chain = [local[:, 0]]
+    for j in range(1, local.shape[1]):
+        chain.append(chain[par[j]] @ local[:, j])
+    return torch.stack(chain, dim=1)
+
+
 def batch_rigid_transform(
     rot_mats: torch.Tensor,  # [B, J, 3, 3] local rotations
     joints: torch.Tensor,  # [B, J, 3] rest joints
     parents: torch.Tensor,  # [J] long, parents[0] = -1, parents[j] < j
+    impl: str = "auto",  # kinematic_chain implementation
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # ([B,J,3], [B,J,4,4], [B,J,4,4])
     """Forward kinematics along the tree.
 
@@ -95,19 +158,14 @@ def batch_rigid_transform(
     _check("joints", joints, (B, J, 3), f"[{B}, {J}, 3]")
     _check("parents", parents, (J,), f"[{J}]")
     par = parents.tolist()
-    rel = joints.clone()
-    rel[:, 1:] = joints[:, 1:] - joints[:, par[1:]]
-    local = torch.zeros(B, J, 4, 4, dtype=rot_mats.dtype, device=rot_mats.device)
-    local[:, :, :3, :3] = rot_mats
-    local[:, :, :3, 3] = rel
-    local[:, :, 3, 3] = 1
-    chain = [local[:, 0]]
-    for j in range(1, J):
-        chain.append(chain[par[j]] @ local[:, j])
-    G = torch.stack(chain, dim=1)  # [B, J, 4, 4]
+    rel = torch.cat([joints[:, :1], joints[:, 1:] - joints[:, par[1:]]], dim=1)  # [B, J, 3]
+    top = torch.cat([rot_mats, rel[..., None]], dim=-1)  # [B, J, 3, 4]
+    bottom = rot_mats.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, J, 1, 4)
+    local = torch.cat([top, bottom], dim=-2)  # [B, J, 4, 4]
+    G = kinematic_chain(local, parents, impl)  # [B, J, 4, 4]
     posed_joints = G[:, :, :3, 3]
-    A = G.clone()
-    A[:, :, :3, 3] = G[:, :, :3, 3] - (G[:, :, :3, :3] @ joints[..., None])[..., 0]
+    t = posed_joints - (G[:, :, :3, :3] @ joints[..., None])[..., 0]
+    A = torch.cat([torch.cat([G[:, :, :3, :3], t[..., None]], dim=-1), G[:, :, 3:]], dim=-2)
     return posed_joints, G, A
 
 

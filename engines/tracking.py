@@ -75,7 +75,10 @@ class Track:
     velocity: BodyState | None = None  # [1, ...] per-frame change of the parameters
     joints3d: np.ndarray | None = None  # [24, 3] last fit, camera frame
     joints2d: np.ndarray | None = None  # [24, 2] last fit, frame pixels
-    pred_box: np.ndarray | None = None  # [4] predicted for the next frame
+    pred_box: np.ndarray | None = None  # [4] predicted for the next frame (clipped to the image)
+    pred_box_raw: np.ndarray | None = None  # [4] the same, unclipped
+    pred_velocity: np.ndarray | None = None  # [4] change of the raw predicted box per frame
+    pred_frame: int = -1  # the frame whose fit made pred_box_raw
     pred_joints2d: np.ndarray | None = None  # [24, 2] predicted for the next frame
     pred_visible: float = 1.0  # fraction of the predicted (unclipped) box inside the frame
     label: str = "tracking"

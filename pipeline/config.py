@@ -32,6 +32,8 @@ class TransportConfig:
     tcp_base_port: int = 0  # 0: pick free ports
     queue_size: int = 4  # messages buffered per queue (block policy)
     policy: str = "auto"  # auto: block for recorded files, latest for live sources
+    control_port: int = 0  # stages on other hosts: supervisor's control sockets (port, port+1)
+    remote_timeout_s: float = 60.0  # how long the supervisor waits for remote stages to start
 
     def __post_init__(self) -> None:
         _choice("transport.protocol", self.protocol, PROTOCOLS)
@@ -53,6 +55,7 @@ class StageConfig:
     params: dict[str, Any] = field(default_factory=dict)
     policy: str = "auto"  # input queue policy override
     queue_size: int = 0  # 0: transport.queue_size
+    host: str = ""  # "" = run by the supervisor; else this host runs it (python -m pipeline.remote)
 
     def __post_init__(self) -> None:
         _choice(f"stage {self.name!r} policy", self.policy, POLICIES)
@@ -73,6 +76,18 @@ class PipelineConfig:
             raise ConfigError(f"stages: duplicate stage names in {names}")
         if self.stream_id == "" or "/" in self.stream_id:
             raise ConfigError("stream_id: must be non-empty and contain no '/'")
+        remote = [s.name for s in self.stages if s.host]
+        if remote:
+            t = self.transport
+            if t.protocol != "tcp":
+                raise ConfigError(
+                    f"transport.protocol: must be tcp when stages {remote} have a host"
+                )
+            if t.tcp_base_port <= 0 or t.control_port <= 0:
+                raise ConfigError(
+                    "transport.tcp_base_port, transport.control_port: both must be set (> 0) "
+                    f"when stages {remote} have a host"
+                )
 
     def stage(self, type_: str) -> StageConfig | None:
         """The first stage of the given type, or None."""

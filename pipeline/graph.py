@@ -126,11 +126,11 @@ def plan_graph(config: PipelineConfig) -> GraphPlan:
     run_id = uuid.uuid4().hex[:10]
     port = [tc.tcp_base_port]
 
-    def addr(name: str) -> str:
+    def addr(name: str, host: str = "") -> str:  # host: the reader's (it binds)
         p = 0
         if protocol == "tcp" and port[0]:
             p, port[0] = port[0], port[0] + 1
-        return make_address(protocol, run_id, name, tcp_host=tc.tcp_host, tcp_port=p)
+        return make_address(protocol, run_id, name, tcp_host=host or tc.tcp_host, tcp_port=p)
 
     plans = [
         StagePlan(
@@ -140,6 +140,7 @@ def plan_graph(config: PipelineConfig) -> GraphPlan:
             config.stream_id,
             metrics_window=config.metrics.window,
             index=i,
+            host=sc.host,
         )
         for i, sc in enumerate(config.stages)
     ]
@@ -148,15 +149,18 @@ def plan_graph(config: PipelineConfig) -> GraphPlan:
         policy = sc.policy if sc.policy != "auto" else tc.policy
         if policy == "auto":
             policy = "latest" if live else "block"
-        spec = QueueSpec(f"q{i}-{sc.name}", addr(f"q{i}"), policy, sc.queue_size or tc.queue_size)
+        spec = QueueSpec(
+            f"q{i}-{sc.name}", addr(f"q{i}", sc.host), policy, sc.queue_size or tc.queue_size
+        )
         plans[i].input = spec
         plans[i - 1].output = spec
     metrics_spec = None
     for i, cls in enumerate(classes):
         for channel in cls.side_inputs:
             spec = QueueSpec(
-                f"side-{channel}-{plans[i].name}", addr(f"s{i}-{channel}"), "latest", 1
-            )
+                f"side-{channel}-{plans[i].name}", addr(f"s{i}-{channel}", plans[i].host),
+                "latest", 1,
+            )  # fmt: skip
             plans[i].side_inputs[channel] = spec
             if channel == METRICS_CHANNEL:
                 metrics_spec = spec
@@ -197,12 +201,15 @@ class Graph:
         """Run to completion; ``on_progress`` gets the latest per-stage metrics."""
         cfg, plans = self.config, self.plan.stages
         names = [p.name for p in plans]
+        local = [p for p in plans if not p.host]  # the others run on their hosts
+        remote = [p.name for p in plans if p.host]
+        parties = len(local) + (1 if remote else 0)  # the control server releases remote ones
         threads_mode = cfg.mode == "threads"
         if threads_mode:
             zctx = zmq.Context()
             stop, drain = threading.Event(), threading.Event()
             status: Any = queue.Queue()
-            barrier: Any = threading.Barrier(len(plans))
+            barrier: Any = threading.Barrier(parties)
             acks = [threading.Event() for _ in plans]
             workers = [
                 threading.Thread(
@@ -211,14 +218,14 @@ class Graph:
                     daemon=True,
                     args=(p, zctx, stop, drain, status, barrier, acks),
                 )
-                for p in plans
+                for p in local
             ]
         else:
             mctx = mp.get_context("spawn")
             zctx = zmq.Context()
             stop, drain = mctx.Event(), mctx.Event()
             status = mctx.Queue()
-            barrier = mctx.Barrier(len(plans))
+            barrier = mctx.Barrier(parties)
             acks = [mctx.Event() for _ in plans]
             level = logging.getLogger().getEffectiveLevel()
             workers = [
@@ -228,8 +235,15 @@ class Graph:
                     daemon=True,
                     args=(p, stop, drain, status, barrier, acks, level),
                 )
-                for p in plans
+                for p in local
             ]
+        control = None
+        if remote:
+            from pipeline.remote import ControlServer
+
+            tc = cfg.transport
+            control = ControlServer(zctx, tc.tcp_host, tc.control_port, remote, status, stop,
+                                    drain, barrier, acks, tc.remote_timeout_s)  # fmt: skip
         latest: dict[str, dict[str, Any]] = {}
         done: set[str] = set()
         errors: list[StageFailure] = []
@@ -240,6 +254,8 @@ class Graph:
         t0_wall = started_wall = time.time()
         try:
             try:
+                if control is not None:
+                    control.start()
                 for w in workers:
                     w.start()
             except KeyboardInterrupt:
@@ -277,7 +293,7 @@ class Graph:
                             if on_progress is not None:
                                 on_progress(latest)
                     if not threads_mode:
-                        for p, w in zip(plans, workers, strict=True):
+                        for p, w in zip(local, workers, strict=True):
                             if p.name not in done and not w.is_alive() and status.empty():
                                 time.sleep(0.2)  # let its last status messages arrive
                                 if p.name not in done and status.empty():
@@ -322,6 +338,8 @@ class Graph:
                     w.join(timeout=2)
             if metrics_tx is not None:
                 metrics_tx.close(linger_ms=0)
+            if control is not None:
+                control.close()
             if all(not w.is_alive() for w in started):
                 zctx.term()
             shutil.rmtree(

@@ -35,9 +35,10 @@ class TrackPrediction:
     """A box for ``track_id`` predicted from the body fitted in an earlier frame (pixels, xyxy)."""
 
     track_id: int
-    box: np.ndarray  # [4] float32 x1, y1, x2, y2
+    box: np.ndarray  # [4] float32 x1, y1, x2, y2, predicted for frame ``frame_index + 1``
     confidence: float
     frame_index: int  # the frame the fit that predicted this box was made on
+    velocity: np.ndarray | None = None  # [4] float32 box change per frame (pixels / frame)
 
 
 @dataclass
@@ -76,11 +77,13 @@ class FrameMessage:
 
 @dataclass
 class TrackFeedback:
-    """Side channel fit -> detect: boxes predicted for the next frame from the current fit."""
+    """Side channel fit -> detect: boxes predicted for the next frame from the current fit,
+    and the upstream ids the fit rejected (their body does not explain the image: ``lost``)."""
 
     stream_id: str
     frame_index: int
     tracks: list[TrackPrediction] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -51,6 +51,7 @@ class StagePlan:
     side_outputs: dict[str, QueueSpec] = field(default_factory=dict)
     metrics_window: int = 2048
     index: int = 0  # position in the chain
+    host: str = ""  # "" = run by the supervisor, else by python -m pipeline.remote on that host
 
 
 def import_stage(cls_path: str) -> type[Stage]:

@@ -1,10 +1,15 @@
 """Detect stage: finds people, keeps track ids, and lets the fit drive the boxes ("track by fit").
 
 Each frame gets ``persons`` (one per live track: id, state, box, score, box_source). The detector
-runs when any of these holds: no tracks yet, ``every_n`` frames since the last detection, a track
-is not ``tracking``, or a tracking track has no confident, fresh box predicted by the fit (side
-input ``tracks``: ``TrackFeedback`` from the fit stage). Otherwise the boxes come from the fit and
-the frame carries them in ``tracks``. Without a fit stage the detector runs on every frame.
+runs when any of these holds: no tracks yet, ``every_n`` frames since the last detection, or a
+track that the fit was following has no confident, recent prediction any more. Otherwise each
+track's box comes from the fit (side input ``tracks``: ``TrackFeedback`` from the fit stage),
+moved along the predicted box's velocity to the current frame: the fit runs several frames
+behind this stage (the queues between them), so predictions up to ``max_prediction_age`` frames
+old are used. Tracks the detector found but the fit has not confirmed yet keep their box until
+the next detection round; tracks the fit rejects (``TrackFeedback.lost``: no body explains the
+image there) are dropped, so a false detection does not cost a full fit on every frame. Without
+a fit stage the detector runs on every frame.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class DetectParams:
     min_box_height: float = 0.0  # pixels
     every_n: int = 10  # with fit predictions: re-detect at least every N frames
     min_track_confidence: float = 0.5  # a fit prediction below this triggers detection
-    max_prediction_age: int = 3  # frames; older fit predictions are ignored
+    max_prediction_age: int = 12  # frames; older fit predictions are ignored
     iou_threshold: float = 0.3
     max_missed: int = 10  # detection rounds a track may go unmatched before it is lost
 
@@ -70,32 +75,49 @@ class DetectStage(Stage):
         self.tracker = IouTracker(p.iou_threshold, p.max_missed)
         self.last_detect = -(10**9)
         self.predictions: dict[int, TrackPrediction] = {}
+        self.rejected: set[int] = set()
+        self.fit_followed: set[int] = set()  # tracks whose box came from the fit last frame
+        self.have_fit = False  # a fit stage has sent feedback
 
     def on_side(self, channel: str, msg: Message) -> None:
         if isinstance(msg, TrackFeedback):
+            self.have_fit = True
             self.predictions = {t.track_id: t for t in msg.tracks}
+            self.rejected |= set(msg.lost) - set(self.predictions)
 
     def _usable_predictions(self, msg: FrameMessage) -> dict[int, TrackPrediction]:
+        """Confident, recent predictions, each moved to ``msg.index`` along its velocity."""
         preds = dict(self.predictions)
         preds.update({t.track_id: t for t in msg.tracks})  # attached upstream, if any
         p = self.params
-        return {
-            k: t
-            for k, t in preds.items()
-            if t.confidence >= p.min_track_confidence
-            and 0 <= msg.index - t.frame_index <= p.max_prediction_age
-        }
+        out = {}
+        for k, t in preds.items():
+            age = msg.index - t.frame_index
+            if t.confidence < p.min_track_confidence or not 0 <= age <= p.max_prediction_age:
+                continue
+            box = np.asarray(t.box, np.float32)
+            if t.velocity is not None and age > 1:
+                box = box + (age - 1) * np.asarray(t.velocity, np.float32)
+            if not (box[2] > box[0] and box[3] > box[1]):
+                continue
+            out[k] = TrackPrediction(k, box.astype(np.float32), t.confidence, t.frame_index,
+                                     t.velocity)  # fmt: skip
+        return out
 
     def process(self, msg: Message) -> list[Message]:
         if not isinstance(msg, FrameMessage) or msg.image is None:
             return [msg]
         p = self.params
+        if self.rejected:  # the fit found no body in these boxes: false detections
+            self.tracker.drop(self.rejected)
+            self.rejected.clear()
         preds = self._usable_predictions(msg)
         live = [t for t in self.tracker.tracks if t.state != "lost"]
         need = (
             not live
+            or not self.have_fit
             or msg.index - self.last_detect >= p.every_n
-            or any(t.state != "tracking" or t.track_id not in preds for t in live)
+            or any(t.track_id in self.fit_followed and t.track_id not in preds for t in live)
         )
         if need:
             boxes, scores = self.detector.detect(msg.image)
@@ -109,6 +131,7 @@ class DetectStage(Stage):
         else:
             tracks = self.tracker.follow({k: (t.box, t.confidence) for k, t in preds.items()})
         msg.tracks = list(preds.values())
+        self.fit_followed = {t.track_id for t in tracks if t.box_source == "fit"}
         msg.persons = [
             Person(t.track_id, t.state, t.box.astype(np.float32), float(t.score), t.box_source)
             for t in tracks

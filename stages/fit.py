@@ -177,6 +177,12 @@ class FitStage(Stage):
         j2d = project_points(joints, K)  # [B, 24, 2]
         for i, t in enumerate(live):
             raw = box_from_points(pts[i], self.params.box_margin)
+            t.pred_velocity = None
+            gap = t.last_frame - t.pred_frame
+            if t.velocity is not None and t.pred_box_raw is not None and gap > 0:
+                # box motion per frame between the last two predictions (each "next frame")
+                t.pred_velocity = ((raw - t.pred_box_raw) / gap).astype(np.float32)
+            t.pred_box_raw, t.pred_frame = raw, t.last_frame
             t.pred_box = box_from_points(pts[i], self.params.box_margin, width, height)
             t.pred_joints2d = j2d[i].astype(np.float32)
             t.pred_visible = visible_fraction(raw, width, height)
@@ -243,12 +249,15 @@ class FitStage(Stage):
         return seen, fitted
 
     def _feedback(self, msg: FrameMessage, fitted: list[Track]) -> None:
-        preds = []
+        preds, lost = [], []
         for t in fitted:
+            tid = t.source_id if t.source_id >= 0 else t.track_id
+            if t.label == "lost":
+                lost.append(int(tid))
             if t.pred_box is None:
                 continue
             conf = (1.0 - t.occluded_fraction) * t.pred_visible
-            tid = t.source_id if t.source_id >= 0 else t.track_id
+            vel = None if t.pred_velocity is None else t.pred_velocity.copy()
             preds.append(TrackPrediction(tid, t.pred_box.copy(), float(np.clip(conf, 0, 1)),
-                                         msg.index))  # fmt: skip
-        self.ctx.emit_side("tracks", TrackFeedback(msg.stream_id, msg.index, preds))
+                                         msg.index, vel))  # fmt: skip
+        self.ctx.emit_side("tracks", TrackFeedback(msg.stream_id, msg.index, preds, lost))

@@ -71,6 +71,10 @@ class IouTracker:
                 self.next_id += 1
         return list(self.tracks)
 
+    def drop(self, track_ids: set[int]) -> None:
+        """Remove these tracks now (e.g. the fit found no body in their boxes)."""
+        self.tracks = [t for t in self.tracks if t.track_id not in track_ids]
+
     def follow(self, predicted: dict[int, tuple[np.ndarray, float]]) -> list[Track]:
         """Frames without detection: move tracks to boxes predicted by the fit."""
         self.tracks = [t for t in self.tracks if t.state != "lost"]

@@ -191,4 +191,9 @@ def camera_rays(
             float(camera.fx), float(camera.fy), float(camera.cx), float(camera.cy),
             camera.width, camera.height, dtype, dev,
         )  # fmt: skip
-    return _rays(camera).to(dtype=dtype, device=device)
+    # per-body cameras: cached on the (frozen) camera object, e.g. across a fit's steps
+    key = (dtype, str(device))
+    cache = camera.__dict__.setdefault("_rays_cache", {})
+    if key not in cache:
+        cache[key] = _rays(camera).to(dtype=dtype, device=device)
+    return cache[key]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["TrainConfig", "load_train_config"]
+__all__ = ["TrainConfig", "learning_rate", "load_train_config"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class TrainConfig:
     steps: int = 3000
     batch_size: int = 16
     lr: float = 2e-4
+    lr_schedule: str = "constant"  # or "cosine": decays to lr * lr_min_factor at ``steps``
+    lr_min_factor: float = 0.05
     weight_decay: float = 0.0
     val_every: int = 250
     val_batches: int = 8
@@ -42,6 +45,12 @@ class TrainConfig:
                 raise ValueError(f"train config: {name} must be > 0")
         if self.lr <= 0:
             raise ValueError("train config: lr must be > 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"train config: lr_schedule must be constant|cosine, got {self.lr_schedule!r}"
+            )
+        if not 0 < self.lr_min_factor <= 1:
+            raise ValueError("train config: lr_min_factor must be in (0, 1]")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -66,6 +75,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Learning rate at ``step`` (0-based) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    frac = min(max(step / cfg.steps, 0.0), 1.0)
+    lo = cfg.lr_min_factor
+    return cfg.lr * (lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -11,12 +11,18 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-__all__ = ["RegressionWeights", "regression_losses", "weak_perspective_to_transl"]
+__all__ = [
+    "RegressionWeights",
+    "regression_losses",
+    "weak_perspective_project",
+    "weak_perspective_to_transl",
+]
 
 
 @dataclass(frozen=True)
 class RegressionWeights:
     joints3d: float = 300.0
+    joints3d_body: float = 300.0
     joints2d: float = 300.0
     pose: float = 60.0
     betas: float = 0.06
@@ -51,10 +57,14 @@ def weak_perspective_to_transl(
     return torch.stack([cam[:, 1] - (cx - c0) * z / fx, cam[:, 2] - (cy - c0) * z / fy, z], -1)
 
 
-def _project(joints: torch.Tensor, K: torch.Tensor) -> torch.Tensor:  # [B, J, 3], [B, 3, 3]
-    z = joints[..., 2:].clamp(min=1e-3)
-    uv1 = torch.einsum("bij,bnj->bni", K, joints / z)
-    return uv1[..., :2]
+def weak_perspective_project(
+    joints: torch.Tensor,  # [B, J, 3] body frame with transl = 0
+    cam: torch.Tensor,  # [B, 3] (s, tx, ty)
+) -> torch.Tensor:  # -> [B, J, 2] crop coordinates normalised to [-1, 1] about the crop centre
+    """Weak-perspective projection ``s (X + t)``: the crop pixel is ``c0 + S/2 * uv`` with
+    ``c0 = (S - 1) / 2``; exact for the body origin under :func:`weak_perspective_to_transl`.
+    Bounded in ``s`` (no division), so a bad early camera cannot blow the loss up."""
+    return cam[:, None, :1] * (joints[..., :2] + cam[:, None, 1:])
 
 
 def regression_losses(
@@ -72,17 +82,27 @@ def regression_losses(
     part_logits: torch.Tensor | None = None,  # [B, 25, h, w]
     gt_parts: torch.Tensor | None = None,  # [B, h, w] long, 0 = background
     joints2d_visible: torch.Tensor | None = None,  # [B, 24] bool
+    body_joints: torch.Tensor | None = None,  # [B, 24, 3] predicted body pose, true global orient
 ) -> dict[str, torch.Tensor]:
-    """Weighted loss terms (each a scalar); ``total`` is their sum."""
+    """Weighted loss terms (each a scalar); ``total`` is their sum.
+
+    ``body_joints`` (optional) are the joints of the predicted body pose and shape under the
+    true global orientation: their root-relative error (``joints3d_body``) teaches the body pose
+    without the gradient of a wrong global orientation, which otherwise twists the limbs to
+    compensate (PA-MPJPE then gets worse than the mean pose's). ``joints2d`` compares the
+    weak-perspective projection of ``pred_joints`` with the crop-normalised ground truth."""
     out: dict[str, torch.Tensor] = {}
     root_p = pred_joints[:, :1]
     root_g = gt_joints3d[:, :1]
     out["joints3d"] = weights.joints3d * F.mse_loss(pred_joints - root_p, gt_joints3d - root_g)
-    transl = weak_perspective_to_transl(pred_cam, K, size)
-    cam_joints = pred_joints + transl[:, None]  # SMPL transl moves the body-frame origin
-    uv = _project(cam_joints, K)
-    norm = size / 2.0
-    err2d = ((uv - gt_joints2d) / norm) ** 2  # [B, 24, 2]
+    if body_joints is not None:
+        out["joints3d_body"] = weights.joints3d_body * F.mse_loss(
+            body_joints - body_joints[:, :1], gt_joints3d - root_g
+        )
+    uv = weak_perspective_project(pred_joints, pred_cam)
+    c0 = (size - 1) / 2.0
+    gt_uv = (gt_joints2d - c0) / (size / 2.0)
+    err2d = (uv - gt_uv) ** 2  # [B, 24, 2]
     if joints2d_visible is not None:
         err2d = err2d * joints2d_visible[..., None].to(err2d.dtype)
     out["joints2d"] = weights.joints2d * err2d.mean()

@@ -145,10 +145,15 @@ def step(
     gt_rot = axis_angle_to_matrix(
         torch.cat([batch["global_orient"], batch["body_pose"]], 1).float().reshape(B, 24, 3)
     )
+    body_joints = None
+    if weights.joints3d_body > 0:  # predicted body pose under the true global orientation
+        body_rot = torch.cat([gt_rot[:, :1], pred_rot[:, 1:]], 1)
+        body_joints = body_joints_from_rotmats(body, body_rot, out["betas"])
     reg = regression_losses(
         pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, batch["betas"].float(),
         batch["joints3d"].float(), batch["joints2d"].float(), K, S, weights,
         out["part_logits"], _downsample_labels(batch["part_map"].long(), stride),
+        body_joints=body_joints,
     )  # fmt: skip
     total = contrastive_weight * loss_con + background_weight * loss_bg + reg["total"]
     if update_bank:

@@ -23,7 +23,7 @@ from engines.metrics import mpjpe, pa_mpjpe
 from engines.model import ModelBundle, body_model_hash, code_version
 from engines.nbv import NBVConfig, NeuralBodyVolume
 from engines.rotations import rot6d_to_matrix
-from engines.train.config import TrainConfig
+from engines.train.config import TrainConfig, learning_rate
 from engines.train.contrastive import BankConfig, FeatureBank
 from engines.train.regression import RegressionWeights
 from engines.train.step import BATCH_KEYS, body_joints_from_rotmats, step
@@ -196,6 +196,8 @@ class Trainer:
             )  # fmt: skip
             if not math.isfinite(so.terms["total"]):
                 raise FloatingPointError(f"non-finite loss at step {self.step_count}: {so.terms}")
+            for group in self.opt.param_groups:
+                group["lr"] = learning_rate(cfg, self.step_count)
             self.opt.zero_grad(set_to_none=True)
             so.total.backward()
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)

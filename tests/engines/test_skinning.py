@@ -82,3 +82,30 @@ def test_gradients_flow_and_shape_errors():
         lbs(betas, pose[:, :69], v_t, sd, None, J_reg, PARENTS, w)
     with pytest.raises(ValueError, match="shapedirs"):
         blend_shapes(betas, sd[..., :5])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_kinematic_chain_matches_reference(dtype):
+    from engines.body import BodyModel
+    from engines.skinning import kinematic_chain
+
+    parents = BodyModel.default().parents
+    g = torch.Generator().manual_seed(0)
+    local = torch.randn(3, 24, 4, 4, generator=g, dtype=dtype).requires_grad_(True)
+    fast = kinematic_chain(local, parents, "fast")
+    ref = kinematic_chain(local, parents, "reference")
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(fast, ref, rtol=tol, atol=tol)
+    w = torch.randn(fast.shape, generator=g, dtype=dtype)
+    (gf,) = torch.autograd.grad((fast * w).sum(), local)
+    (gr,) = torch.autograd.grad((ref * w).sum(), local)
+    torch.testing.assert_close(gf, gr, rtol=tol, atol=tol)
+    if dtype == torch.float64:
+        x = local[:1].detach().clone().requires_grad_(True)
+        assert torch.autograd.gradcheck(lambda t: kinematic_chain(t, parents, "fast"), (x,))
+    with pytest.raises(ValueError, match="impl"):
+        kinematic_chain(local, parents, "gpu")
+    bad = parents.clone()
+    bad[3] = 5  # a parent after its child
+    with pytest.raises(RuntimeError, match="parents"):
+        kinematic_chain(local, bad, "fast")

@@ -64,11 +64,41 @@ def test_track_by_fit_skips_detection_until_every_n(stage):
 
 def test_low_confidence_or_stale_prediction_triggers_detection(stage):
     stage.process(frame(0))
-    stage.on_side("tracks", feedback(0, conf=0.2))
-    assert stage.process(frame(1))[0].detected
-    stage.on_side("tracks", feedback(1))
-    assert not stage.process(frame(2))[0].detected
-    assert stage.process(frame(4))[0].detected  # prediction from frame 1 is 3 frames old
+    stage.on_side("tracks", feedback(0))
+    assert not stage.process(frame(1))[0].detected  # followed by the fit
+    stage.on_side("tracks", feedback(1, conf=0.2))
+    assert stage.process(frame(2))[0].detected  # the fit lost confidence
+    stage.on_side("tracks", feedback(2))
+    assert not stage.process(frame(3))[0].detected
+    assert not stage.process(frame(4))[0].detected  # 2 frames old: still usable
+    assert stage.process(frame(5))[0].detected  # 3 frames old (max_prediction_age 2)
+
+
+def test_unconfirmed_track_keeps_its_box_until_the_next_round(stage):
+    assert stage.process(frame(0))[0].detected
+    stage.on_side("tracks", TrackFeedback("s", 0, []))  # a fit exists, no prediction yet
+    out = stage.process(frame(1))[0]
+    assert not out.detected and out.persons[0].box_source == "detector"
+    assert stage.process(frame(4))[0].detected  # every_n = 4
+
+
+def test_prediction_is_moved_along_its_velocity(stage):
+    stage.process(frame(0))
+    v = np.array([2, 0, 2, 0], np.float32)
+    fb = TrackFeedback("s", 0, [TrackPrediction(1, np.array([10, 10, 30, 40], np.float32),
+                                                0.9, 0, v)])  # fmt: skip
+    stage.on_side("tracks", fb)
+    out = stage.process(frame(2))[0]  # box predicted for frame 1, one more frame of motion
+    assert not out.detected
+    np.testing.assert_allclose(out.persons[0].box, [12, 10, 32, 40])
+
+
+def test_tracks_the_fit_rejects_are_dropped(stage):
+    stage.process(frame(0))
+    stage.on_side("tracks", TrackFeedback("s", 0, [], lost=[1]))
+    out = stage.process(frame(1))[0]
+    # the track is gone, so the detector runs again and makes a new one
+    assert out.detected and [p.track_id for p in out.persons] == [2]
 
 
 def test_params_validation():

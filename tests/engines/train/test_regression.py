@@ -7,6 +7,7 @@ from engines.rotations import axis_angle_to_matrix
 from engines.train.regression import (
     RegressionWeights,
     regression_losses,
+    weak_perspective_project,
     weak_perspective_to_transl,
 )
 
@@ -42,7 +43,8 @@ def _gt(b=2, size=192, seed=0):
     K = _camera(b, size=size)
     transl = weak_perspective_to_transl(cam, K, size)
     j3d = joints + transl[:, None]
-    uv = torch.einsum("bij,bnj->bni", K, j3d / j3d[..., 2:])[..., :2]
+    # weak perspective about the crop centre (what the loss compares)
+    uv = (size - 1) / 2 + size / 2 * weak_perspective_project(joints, cam)
     betas = torch.randn(b, 10, generator=g)
     return rot, betas, cam, joints, j3d, uv, K
 
@@ -79,3 +81,29 @@ def test_parts_term_and_unknown_weight():
     assert out["parts"].item() == pytest.approx(60 * math.log(25), rel=1e-5)
     with pytest.raises(ValueError, match="unknown"):
         RegressionWeights.from_dict({"joint3d": 1.0})
+
+
+def test_weak_perspective_matches_perspective_for_the_body_origin():
+    size = 192
+    cam = torch.tensor([[0.7, 0.05, -0.1]])
+    K = _camera(1, size=size)
+    K[0, 0, 2], K[0, 1, 2] = 130.0, 60.0  # principal point off the crop centre
+    t = weak_perspective_to_transl(cam, K, size)
+    origin = torch.zeros(1, 1, 3)
+    persp = (K[0] @ (t[0] / t[0, 2]))[:2]
+    weak = (size - 1) / 2 + size / 2 * weak_perspective_project(origin, cam)[0, 0]
+    assert torch.allclose(persp, weak, atol=1e-4)
+
+
+def test_joints2d_bounded_for_a_collapsed_camera_and_body_term():
+    rot, betas, cam, joints, j3d, uv, K = _gt()
+    bad = torch.tensor([[1e-4, 5.0, -5.0]]).repeat(2, 1)
+    out = regression_losses(rot, betas, bad, joints, rot, betas, j3d, uv, K, 192,
+                            RegressionWeights())  # fmt: skip
+    assert torch.isfinite(out["total"]) and out["joints2d"] < 300 * 4
+    body = (joints + 0.1 * torch.randn_like(joints)).requires_grad_(True)
+    out = regression_losses(rot, betas, cam, joints, rot, betas, j3d, uv, K, 192,
+                            RegressionWeights(), body_joints=body)  # fmt: skip
+    assert out["joints3d_body"] > 0 and out["joints3d"].item() == pytest.approx(0, abs=1e-8)
+    out["total"].backward()
+    assert body.grad.abs().sum() > 0

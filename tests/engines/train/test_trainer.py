@@ -135,3 +135,15 @@ def test_config_rejects_unknown_and_wrong_types(tmp_path):
     assert load_train_config(p).batch_size == 2
     with pytest.raises(FileNotFoundError):
         load_train_config(tmp_path / "missing.yaml")
+
+
+def test_cosine_learning_rate_schedule():
+    from engines.train.config import TrainConfig, learning_rate
+
+    cfg = TrainConfig(steps=100, lr=1e-3, lr_schedule="cosine", lr_min_factor=0.1)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50) == pytest.approx(0.55e-3)
+    assert learning_rate(cfg, 100) == pytest.approx(1e-4)
+    assert learning_rate(TrainConfig(lr=2e-3), 77) == 2e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")

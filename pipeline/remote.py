@@ -1,0 +1,293 @@
+"""Stages on other hosts: the control channel and ``python -m pipeline.remote``.
+
+A stage whose config has ``host: <address>`` is not started by the supervisor (``run_stream.py``);
+``python -m pipeline.remote --config FILE --stage NAME`` runs it on that host. Both sides plan the
+graph from the same config, so with ``transport.protocol: tcp`` and a fixed
+``transport.tcp_base_port`` they agree on every queue's address: a queue binds on the host of the
+stage that reads it (``tcp://<host>:<port>``), the writer connects there.
+
+What a local worker shares with the supervisor through memory (status queue, stop/drain flags,
+the start barrier, the end-of-stream acknowledgements) goes over one more pair of sockets:
+
+- stage -> supervisor: PUSH to the supervisor's PULL at ``tcp://<tcp_host>:<control_port>``,
+  msgpack tuples: the worker's status items (metrics, events, errors, done), ``("ready", name)``
+  once set up, ``("ack", index)`` when it has the end of stream, ``("abort", name)``;
+- supervisor -> stages: PUB at ``control_port + 1``, the whole control state (``stop``, ``drain``,
+  ``go``, acknowledged indices) every 50 ms: idempotent, so a late subscriber misses nothing.
+
+A remote stage that has not reported ready within ``transport.remote_timeout_s`` fails the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+import msgpack
+import zmq
+
+log = logging.getLogger("nbf.pipeline")
+_BROADCAST_S = 0.05
+
+
+def control_addresses(host: str, port: int) -> tuple[str, str]:
+    """(status PULL address, state PUB address) of the supervisor."""
+    return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
+
+
+class ControlServer:
+    """Supervisor side: relays remote stages' status into the graph's status queue, sets local
+    acks they send, and broadcasts stop/drain/go/acks to them (see the module docstring)."""
+
+    def __init__(self, zctx: zmq.Context, host: str, port: int, remote: list[str],
+                 status: Any, stop: Any, drain: Any, barrier: Any, acks: list[Any],
+                 timeout_s: float) -> None:  # fmt: skip
+        self.remote = set(remote)
+        self.status, self.stop, self.drain, self.barrier, self.acks = (
+            status, stop, drain, barrier, acks
+        )  # fmt: skip
+        self.timeout_s = timeout_s
+        pull_addr, pub_addr = control_addresses(host, port)
+        self._pull = zctx.socket(zmq.PULL)
+        self._pull.setsockopt(zmq.LINGER, 0)
+        self._pull.bind(pull_addr)
+        self._pub = zctx.socket(zmq.PUB)
+        self._pub.setsockopt(zmq.LINGER, 0)
+        self._pub.bind(pub_addr)
+        self._ready: set[str] = set()
+        self._go = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="remote-control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _state(self) -> bytes:
+        acked = [i for i, a in enumerate(self.acks) if a.is_set()]
+        return msgpack.packb(
+            {
+                "stop": self.stop.is_set(),
+                "drain": self.drain.is_set(),
+                "go": self._go,
+                "acks": acked,
+            }
+        )
+
+    def _release(self) -> None:
+        try:  # the supervisor is the barrier's last party: every local stage is set up too
+            self.barrier.wait()
+            self._go = True
+        except threading.BrokenBarrierError:
+            self.stop.set()
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        last = 0.0
+        releasing = None
+        while not self._done.is_set():
+            if self._pull.poll(10):
+                while True:
+                    try:
+                        item = msgpack.unpackb(self._pull.recv(zmq.NOBLOCK), use_list=True)
+                    except zmq.Again:
+                        break
+                    except (ValueError, msgpack.UnpackException) as exc:
+                        log.warning("control: dropped a malformed message: %s", exc)
+                        continue
+                    self._handle(item)
+            if releasing is None and self._ready >= self.remote:
+                releasing = threading.Thread(target=self._release, daemon=True)
+                releasing.start()
+            elif releasing is None and time.monotonic() - t0 > self.timeout_s:
+                missing = sorted(self.remote - self._ready)
+                self.status.put(("error", missing[0], f"remote stage(s) {missing} did not "
+                                 f"connect within {self.timeout_s:g} s (start them with "
+                                 "python -m pipeline.remote)", "", False))  # fmt: skip
+                for name in missing:
+                    self.status.put(("done", name, {}))
+                with contextlib.suppress(Exception):
+                    self.barrier.abort()
+                releasing = threading.Thread()  # nothing more to release
+            now = time.monotonic()
+            if now - last >= _BROADCAST_S:
+                last = now
+                self._pub.send(self._state())
+
+    def _handle(self, item: Any) -> None:
+        if not isinstance(item, list) or not item or not isinstance(item[0], str):
+            log.warning("control: dropped a malformed message")
+            return
+        kind = item[0]
+        if kind == "ready" and len(item) == 2:
+            self._ready.add(str(item[1]))
+        elif kind == "ack" and len(item) == 2 and isinstance(item[1], int):
+            if 0 <= item[1] < len(self.acks):
+                self.acks[item[1]].set()
+        elif kind == "abort":
+            with contextlib.suppress(Exception):
+                self.barrier.abort()
+        elif kind in ("metrics", "event", "error", "done", "started"):
+            self.status.put(tuple(item))
+        else:
+            log.warning("control: unknown message %r", kind)
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        with contextlib.suppress(Exception):  # a last state, so remote stages see stop/acks
+            self._pub.send(self._state())
+        self._pull.close(0)
+        self._pub.close(0)
+
+
+class _RemoteState:
+    """Stage side: the latest broadcast state, refreshed whenever a flag is read."""
+
+    def __init__(self, zctx: zmq.Context, host: str, port: int) -> None:
+        pull_addr, pub_addr = control_addresses(host, port)
+        self._push = zctx.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.LINGER, 2000)
+        self._push.connect(pull_addr)
+        self._sub = zctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(pub_addr)
+        self.state: dict[str, Any] = {"stop": False, "drain": False, "go": False, "acks": []}
+        self.local_stop = False
+        self._lock = threading.Lock()
+
+    def refresh(self, timeout_ms: int = 0) -> None:
+        with self._lock:
+            if not self._sub.poll(timeout_ms):
+                return
+            while True:
+                try:
+                    got = msgpack.unpackb(self._sub.recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                except (ValueError, msgpack.UnpackException):
+                    continue
+                if isinstance(got, dict):
+                    self.state.update(got)
+
+    def send(self, item: tuple) -> None:
+        with self._lock:
+            self._push.send(msgpack.packb(list(item)))
+
+    def close(self) -> None:
+        self._push.close()
+        self._sub.close(0)
+
+
+class _Flag:
+    def __init__(self, state: _RemoteState, key: str) -> None:
+        self._s, self._key = state, key
+
+    def is_set(self) -> bool:
+        self._s.refresh()
+        return bool(self._s.state[self._key]) or (self._key == "stop" and self._s.local_stop)
+
+    def set(self) -> None:  # a remote stage only ever stops itself
+        self._s.local_stop = True
+
+
+class _Status:
+    def __init__(self, state: _RemoteState) -> None:
+        self._s = state
+
+    def put(self, item: tuple) -> None:
+        self._s.send(item)
+
+
+class _Ack:
+    def __init__(self, state: _RemoteState, index: int) -> None:
+        self._s, self._i = state, index
+
+    def set(self) -> None:
+        self._s.send(("ack", self._i))
+
+    def wait(self, timeout: float) -> bool:
+        self._s.refresh(int(timeout * 1000))
+        return self._i in self._s.state["acks"]
+
+
+class _Barrier:
+    def __init__(self, state: _RemoteState, name: str) -> None:
+        self._s, self._name = state, name
+
+    def wait(self) -> None:
+        self._s.send(("ready", self._name))
+        while not self._s.state["go"]:
+            if self._s.state["stop"]:
+                raise threading.BrokenBarrierError
+            self._s.refresh(50)
+
+    def abort(self) -> None:
+        self._s.send(("abort", self._name))
+
+
+def run_remote_stage(config_path: str, stage_name: str) -> int:
+    """Run one stage of the graph planned from ``config_path``; returns an exit code."""
+    from pipeline.config import load_config
+    from pipeline.graph import plan_graph
+    from pipeline.worker import _Worker
+
+    config = load_config(config_path)
+    plan = plan_graph(config)
+    names = [p.name for p in plan.stages]
+    if stage_name not in names:
+        raise SystemExit(f"error: no stage {stage_name!r} in {config_path} (stages: {names})")
+    sp = plan.stages[names.index(stage_name)]
+    if not sp.host:
+        raise SystemExit(f"error: stage {stage_name!r} has no host: the supervisor runs it")
+    tc = config.transport
+    zctx = zmq.Context()
+    state = _RemoteState(zctx, tc.tcp_host, tc.control_port)
+    failed = threading.Event()
+
+    class _WatchStatus(_Status):
+        def put(self, item: tuple) -> None:
+            if item[0] == "error":
+                failed.set()
+                log.error("%s failed: %s", stage_name, item[2])
+            super().put(item)
+
+    acks = [_Ack(state, i) for i in range(len(plan.stages))]
+    worker = _Worker(sp, zctx, _Flag(state, "stop"), _Flag(state, "drain"),
+                     _WatchStatus(state), acks)  # fmt: skip
+    log.info("stage %r on %s: waiting for the supervisor at %s", stage_name, sp.host,
+             control_addresses(tc.tcp_host, tc.control_port)[0])  # fmt: skip
+    try:
+        worker.run(_Barrier(state, stage_name))
+    finally:
+        state.close()
+        zctx.term()
+    return 1 if failed.is_set() else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m pipeline.remote", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument("--config", required=True, help="the pipeline config the supervisor runs")
+    ap.add_argument("--stage", required=True, help="name of the stage to run here")
+    ap.add_argument("--log-level", default="INFO")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_remote_stage(args.config, args.stage)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""Stages on "other hosts": a stage run by ``python -m pipeline.remote`` in its own process,
+talking to the supervisor over tcp on 127.0.0.1 (the same path as a real second machine)."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, PipelineConfig, build, load_config
+from pipeline.graph import Graph
+from tests.pipeline.media import free_port, write_clip
+from tests.pipeline.test_graph import Subscriber
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp_path, clip, endpoint, middle_type, timeout_s=60.0):
+    base = free_port()
+    data = {
+        "mode": "threads",
+        "transport": {
+            "protocol": "tcp",
+            "tcp_host": "127.0.0.1",
+            "tcp_base_port": base,
+            "control_port": base + 20,
+            "remote_timeout_s": timeout_s,
+        },
+        "stages": [
+            {"name": "decode", "type": "decode", "params": {"source": str(clip)}},
+            {"name": "tag", "type": middle_type, "host": "127.0.0.1"},
+            {
+                "name": "publish",
+                "type": "publish",
+                "params": {"endpoint": endpoint, "wait_for_subscribers": 1, "sndhwm": 1000},
+            },
+        ],
+    }
+    path = tmp_path / "remote.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _launch(path, stage="tag"):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.remote", "--config", str(path), "--stage", stage],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_remote_stage_every_frame_once_in_order(tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", n=15)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage")
+    proc = _launch(path)
+    sub = Subscriber(ep)
+    try:
+        result = Graph(load_config(path)).run(timeout_s=90)
+    finally:
+        sub.close()
+        out, _ = proc.communicate(timeout=30)
+    assert result.ok, (result.errors, out)
+    assert proc.returncode == 0, out
+    poses = sub.poses()
+    assert [p["frame_index"] for p in poses] == list(range(15))
+    assert [p["persons"][0]["track_id"] for p in poses] == list(range(15))  # tagged remotely
+    tag = result.summary["stages"]["tag"]
+    assert tag["frames_in"] == 15 and tag["frames_out"] == 15
+
+
+def test_remote_stage_failure_stops_the_graph(tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", n=60)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FailStage")
+    data = yaml.safe_load(path.read_text())
+    data["stages"][2]["params"]["wait_for_subscribers"] = 0
+    path.write_text(yaml.safe_dump(data))
+    proc = _launch(path)
+    try:
+        result = Graph(load_config(path)).run(timeout_s=90)
+    finally:
+        out, _ = proc.communicate(timeout=30)
+    assert not result.ok
+    assert result.errors[0].stage == "tag" and "kaboom at frame 5" in result.errors[0].error
+    assert proc.returncode == 1, out
+
+
+def test_remote_stage_that_never_starts_fails_the_run(tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", n=5)
+    path = _config(tmp_path, clip, f"tcp://127.0.0.1:{free_port()}",
+                   "tests.pipeline.test_graph:FrameTagStage", timeout_s=1.5)  # fmt: skip
+    data = yaml.safe_load(path.read_text())
+    data["stages"][2]["params"]["wait_for_subscribers"] = 0
+    path.write_text(yaml.safe_dump(data))
+    t0 = time.monotonic()
+    result = Graph(load_config(path)).run(timeout_s=60)
+    assert not result.ok and time.monotonic() - t0 < 30
+    assert "did not connect" in result.errors[0].error and "tag" in result.errors[0].error
+
+
+def test_remote_config_validation(tmp_path):
+    stages = [{"name": "decode", "type": "decode", "params": {"source": "x.mp4"}},
+              {"name": "publish", "type": "publish", "host": "10.0.0.2"}]  # fmt: skip
+    with pytest.raises(ConfigError, match="protocol"):
+        build(PipelineConfig, {"stages": stages})
+    with pytest.raises(ConfigError, match="control_port"):
+        build(PipelineConfig, {"transport": {"protocol": "tcp"}, "stages": stages})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages[:1]}))
+    r = subprocess.run([sys.executable, "-m", "pipeline.remote", "--config", str(path),
+                        "--stage", "fit"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode != 0 and "no stage 'fit'" in r.stderr
