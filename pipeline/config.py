@@ -19,6 +19,7 @@ import yaml
 MODES = ("threads", "processes")
 PROTOCOLS = ("auto", "inproc", "ipc", "tcp")
 POLICIES = ("auto", "block", "latest")
+RUN_AS = ("auto", "thread", "process")
 
 
 class ConfigError(ValueError):
@@ -56,9 +57,11 @@ class StageConfig:
     policy: str = "auto"  # input queue policy override
     queue_size: int = 0  # 0: transport.queue_size
     host: str = ""  # "" = run by the supervisor; else this host runs it (python -m pipeline.remote)
+    run_as: str = "auto"  # auto: the graph's mode; thread | process: this stage only
 
     def __post_init__(self) -> None:
         _choice(f"stage {self.name!r} policy", self.policy, POLICIES)
+        _choice(f"stage {self.name!r} run_as", self.run_as, RUN_AS)
 
 
 @dataclass

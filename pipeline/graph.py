@@ -118,11 +118,16 @@ def plan_graph(config: PipelineConfig) -> GraphPlan:
             )
     live = classes[0].is_live(params[0])
     tc = config.transport
+    graph_kind = "thread" if config.mode == "threads" else "process"
+    kinds = [graph_kind if sc.run_as == "auto" else sc.run_as for sc in config.stages]
     protocol = tc.protocol
     if protocol == "auto":
-        protocol = "inproc" if config.mode == "threads" else "ipc"
-    if protocol == "inproc" and config.mode == "processes":
-        raise ConfigError("transport.protocol: inproc only works with mode: threads")
+        protocol = "inproc" if all(k == "thread" for k in kinds) else "ipc"
+    if protocol == "inproc" and "process" in kinds:
+        raise ConfigError(
+            "transport.protocol: inproc only works when every stage runs as a thread "
+            "(mode: threads, no run_as: process)"
+        )
     run_id = uuid.uuid4().hex[:10]
     port = [tc.tcp_base_port]
 
@@ -141,6 +146,7 @@ def plan_graph(config: PipelineConfig) -> GraphPlan:
             metrics_window=config.metrics.window,
             index=i,
             host=sc.host,
+            run_as=kinds[i],
         )
         for i, sc in enumerate(config.stages)
     ]
@@ -204,7 +210,7 @@ class Graph:
         local = [p for p in plans if not p.host]  # the others run on their hosts
         remote = [p.name for p in plans if p.host]
         parties = len(local) + (1 if remote else 0)  # the control server releases remote ones
-        threads_mode = cfg.mode == "threads"
+        threads_mode = all(p.run_as == "thread" for p in local)
         if threads_mode:
             zctx = zmq.Context()
             stop, drain = threading.Event(), threading.Event()
@@ -228,12 +234,19 @@ class Graph:
             barrier = mctx.Barrier(parties)
             acks = [mctx.Event() for _ in plans]
             level = logging.getLogger().getEffectiveLevel()
-            workers = [
+            workers = [  # a mix (run_as) is fine: threads share zctx, processes make their own
                 mctx.Process(
                     target=run_in_process,
                     name=f"stage-{p.name}",
                     daemon=True,
                     args=(p, stop, drain, status, barrier, acks, level),
+                )
+                if p.run_as == "process"
+                else threading.Thread(
+                    target=run_in_thread,
+                    name=f"stage-{p.name}",
+                    daemon=True,
+                    args=(p, zctx, stop, drain, status, barrier, acks),
                 )
                 for p in local
             ]
@@ -294,6 +307,8 @@ class Graph:
                                 on_progress(latest)
                     if not threads_mode:
                         for p, w in zip(local, workers, strict=True):
+                            if p.run_as != "process":
+                                continue
                             if p.name not in done and not w.is_alive() and status.empty():
                                 time.sleep(0.2)  # let its last status messages arrive
                                 if p.name not in done and status.empty():
@@ -333,7 +348,7 @@ class Graph:
             started = [w for w in workers if w.ident is not None]
             for w in started:
                 w.join(timeout=5)
-                if not threads_mode and w.is_alive():
+                if isinstance(w, mp.process.BaseProcess) and w.is_alive():
                     w.terminate()
                     w.join(timeout=2)
             if metrics_tx is not None:

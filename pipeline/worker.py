@@ -52,6 +52,7 @@ class StagePlan:
     metrics_window: int = 2048
     index: int = 0  # position in the chain
     host: str = ""  # "" = run by the supervisor, else by python -m pipeline.remote on that host
+    run_as: str = "thread"  # "thread" | "process" (resolved from the config)
 
 
 def import_stage(cls_path: str) -> type[Stage]:

@@ -50,7 +50,7 @@ FIT_DEFAULTS: dict[str, Any] = {
     "stage1_steps": 10,
     "stage2_steps": 20,
     "flip_hypothesis": False,
-    "warm_steps": 6,
+    "warm_steps": 4,
     "extrapolate": 0.5,
 }
 _HEAVY = ("features", "pose6d", "betas", "cam", "crop_K", "crop_window", "part_logits")
@@ -112,6 +112,7 @@ class FitStage(Stage):
         self.input_size = bundle.net.config.input_size
         self.tracks = TrackSet(p.association)
         self.stats = {"warm": 0, "cold": 0, "recovered": 0}
+        self._one_vertex = torch.zeros(1, dtype=torch.long)
 
     # ------------------------------------------------------------------ fitting
     def _fit(
@@ -219,8 +220,8 @@ class FitStage(Stage):
             return torch.from_numpy(np.stack([q.extras[key] for q in people])).float()
 
         init = regression_init(col("pose6d"), col("betas"), col("cam"), Kc, S)
-        with torch.no_grad():
-            reg_joints = self.body(*init.as_tuple()).joints
+        with torch.no_grad():  # joints only: skin one vertex, not the mesh
+            reg_joints = self.body(*init.as_tuple(), vertex_ids=self._one_vertex).joints
         boxes = np.stack([q.box for q in people]).astype(np.float64)
         sources = np.array([q.track_id for q in people])
         prior = self.tracks.associate(boxes, project_points(reg_joints, K), sources)

@@ -73,7 +73,7 @@ def main() -> None:
             msgs = [o for m in msgs for o in st.process(m)]
             if tprof and name == args.torch_profile and n == 40:
                 tprof.__exit__(None, None, None)
-                print(tprof.key_averages(group_by_stack_n=4).table(sort_by="count", row_limit=25))
+                print(tprof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40))
             if prof and name == args.cprofile:
                 prof.disable()
             times[name].append((time.perf_counter() - t) * 1e3)

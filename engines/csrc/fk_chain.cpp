@@ -111,6 +111,8 @@ at::Tensor fk_backward(at::Tensor grad_G, at::Tensor local, at::Tensor G, at::Te
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &fk_forward, "G = chain of local transforms along the tree");
-  m.def("backward", &fk_backward, "gradient of the chain w.r.t. the local transforms");
+  m.def("forward", &fk_forward, "G = chain of local transforms along the tree",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &fk_backward, "gradient of the chain w.r.t. the local transforms",
+        py::call_guard<py::gil_scoped_release>());
 }

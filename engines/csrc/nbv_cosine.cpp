@@ -145,6 +145,8 @@ at::Tensor cosine_backward(at::Tensor grad, at::Tensor idx, at::Tensor weights, 
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("cosine_forward", &cosine_forward, "fused rendered-feature cosine [B, O, H, W]");
-  m.def("cosine_backward", &cosine_backward, "grad of cosine_forward w.r.t. the weights");
+  m.def("cosine_forward", &cosine_forward, "fused rendered-feature cosine [B, O, H, W]",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("cosine_backward", &cosine_backward, "grad of cosine_forward w.r.t. the weights",
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -381,8 +381,12 @@ std::vector<torch::Tensor> features_backward(torch::Tensor grad, torch::Tensor i
                                              bool need_w, bool need_table);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward, "NBV render: (idx, weights, visibility, wsum)");
-  m.def("backward", &backward, "NBV render backward: grad of the centres");
-  m.def("features_forward", &features_forward, "feature map [B, C, H, W] from kernel lists");
-  m.def("features_backward", &features_backward, "grads of features_forward");
+  m.def("forward", &forward, "NBV render: (idx, weights, visibility, wsum)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("backward", &backward, "NBV render backward: grad of the centres",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("features_forward", &features_forward, "feature map [B, C, H, W] from kernel lists",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("features_backward", &features_backward, "grads of features_forward",
+        py::call_guard<py::gil_scoped_release>());
 }

@@ -212,3 +212,27 @@ def test_track_feedback_side_channel_skips_detection(tmp_path, mode):
     assert detected[0] and sum(detected) < 10  # after the first fits, boxes come from the fit
     fit_boxes = [p for p in poses if p["persons"] and p["persons"][0]["box_source"] == "fit"]
     assert len(fit_boxes) > 30 and all(not p["detected"] for p in fit_boxes)
+
+
+def test_mixed_threads_and_a_process_stage(tmp_path):
+    """``run_as: process`` puts one stage in its own process inside a threads-mode graph."""
+    clip = write_clip(tmp_path / "c.mp4", n=12)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    middle = [{"name": "tag", "type": "tests.pipeline.test_graph:FrameTagStage",
+               "run_as": "process"}]  # fmt: skip
+    cfg = make_config(clip, ep, "threads", middle)
+    plan = Graph(cfg).plan
+    assert [p.run_as for p in plan.stages] == ["thread", "process", "thread"]
+    assert all(p.input.address.startswith("ipc://") for p in plan.stages[1:])
+    sub = Subscriber(ep)
+    result = Graph(cfg).run(timeout_s=60)
+    sub.close()
+    assert result.ok, result.errors
+    poses = sub.poses()
+    assert [p["frame_index"] for p in poses] == list(range(12))
+    assert [p["persons"][0]["track_id"] for p in poses] == list(range(12))
+    with pytest.raises(Exception, match="inproc"):
+        make_config(clip, ep, "threads", middle, transport={"protocol": "inproc"})
+        Graph(make_config(clip, ep, "threads", middle, transport={"protocol": "inproc"}))
+    with pytest.raises(Exception, match="run_as"):
+        make_config(clip, ep, "threads", [{**middle[0], "run_as": "fiber"}])
