@@ -29,21 +29,27 @@ def render(
     camera: Camera,
     precision: float | torch.Tensor = DEFAULT_PRECISION,  # float or [K]
     M: int = 10,
-    impl: str = "fast",
+    impl: str = "auto",
 ) -> RenderOutput:
     """Render kernel lists and weights of K isotropic Gaussians (A_k = precision_k I, m^-2).
 
     ``centres`` are kernel centres in camera coordinates (metres, docs/conventions.md). Per pixel
-    the ``M`` nearest candidate kernels are kept front to back. ``impl`` "fast" (culled, C++) or
-    "reference" (dense plain torch); both give the same values and gradients w.r.t. ``centres``.
+    the ``M`` nearest candidate kernels are kept front to back. ``impl`` "fast" (culled, C++,
+    CPU) or "reference" (dense plain torch, any device); both give the same values and gradients
+    w.r.t. ``centres``. "auto" takes "fast" for CPU tensors and "reference" elsewhere: on a GPU
+    the dense, fully vectorised form is the CUDA path (B x H*W x K pairs in a few kernels).
     ``precision`` is a constant (no gradient).
     """
     check_centres(centres)
     check_camera(camera, centres.shape[0])
     check_slots(M)
     prec = check_precision(precision, centres)
+    if impl == "auto":
+        impl = "fast" if centres.device.type == "cpu" else "reference"
     if impl not in _IMPLS:
-        raise ValueError(f"impl must be one of {sorted(_IMPLS)}, got {impl!r}")
+        raise ValueError(f"impl must be auto or one of {sorted(_IMPLS)}, got {impl!r}")
+    if impl == "fast" and centres.device.type != "cpu":
+        raise ValueError("render(impl='fast') runs on CPU tensors; use 'auto' or 'reference'")
     return _IMPLS[impl](centres, camera, prec, M)
 
 

@@ -203,3 +203,26 @@ def test_finish_reuses_the_final_evaluation_exactly(scene):
     again = fitter._finish(res.state, feats, cam, res.steps)
     for name in ("loss", "likelihood", "occluded_fraction", "coverage", "joints", "occlusion"):
         torch.testing.assert_close(getattr(res, name), getattr(again, name), msg=name)
+
+
+def test_render_auto_is_the_cpp_path_on_cpu(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    centres, _ = nbv.pose(body, *gt.as_tuple())
+    assert render(centres, cam).impl == "fast"
+    with pytest.raises(ValueError, match="impl"):
+        render(centres, cam, impl="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_objective_on_cuda_matches_cpu(scene):
+    """The CUDA path (dense torch renderer, torch kinematic chain) gives the CPU objective."""
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    state = _perturb(gt)
+    cpu = NBVFitter(body, nbv, table, clutter).objective(state, feats, cam)[0]
+    dev = torch.device("cuda")
+    body_d, nbv_d = BodyModel.default().to(dev), NeuralBodyVolume(BodyModel.default()).to(dev)
+    st = BodyState(*(t.to(dev) for t in state.as_tuple()))
+    fitter = NBVFitter(body_d, nbv_d, table.to(dev), clutter.to(dev))
+    gpu = fitter.objective(st, feats.to(dev), cam)[0]
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
