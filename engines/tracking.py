@@ -85,6 +85,8 @@ class Track:
     likelihood: float = float("nan")
     occluded_fraction: float = 0.0  # last fit: covered pixels explained by clutter
     age: int = 0  # frames fitted
+    confirmed: bool = False  # some fit of this track was not lost (set by the fit stage)
+    lost_run: int = 0  # consecutive frames whose fit came out lost (set by the fit stage)
     misses: int = 0  # consecutive frames without a matching person
     last_frame: int = -1
 

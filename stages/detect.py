@@ -38,7 +38,7 @@ class DetectParams:
     min_track_confidence: float = 0.5  # a fit prediction below this triggers detection
     max_prediction_age: int = 12  # frames; older fit predictions are ignored
     iou_threshold: float = 0.3
-    max_missed: int = 10  # detection rounds a track may go unmatched before it is lost
+    max_missed: int = 3  # detection rounds (every_n frames apart) a track may go unmatched
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:

@@ -64,6 +64,13 @@ class FitParams:
     fit: dict[str, Any] = field(default_factory=dict)  # FitConfig overrides of FIT_DEFAULTS
     association: AssociationConfig = field(default_factory=AssociationConfig)
     recover_lost: bool = True  # a warm fit that comes out lost is redone from the regressor
+    # A confirmed track (fitted as tracking/occluded before) whose fit comes out lost, e.g.
+    # behind a large occluder, is held at its last body and reported occluded for up to
+    # coast_frames frames (its box is still predicted, the next frame warm-starts from it);
+    # then it is reported lost. While held, the regressor re-init is tried every recover_every.
+    coast_frames: int = 15
+    recover_every: int = 5
+    duplicate_iou: float = 0.5  # two fitted bodies overlapping more than this are one person
     box_margin: float = 0.05  # predicted box = projected body box grown by this per side
     predict_ahead: float = 1.0  # frames of velocity added to the fitted body for the next box
     keep_extras: bool = False  # keep the per-person crop data (debugging)
@@ -73,6 +80,8 @@ class FitParams:
         self.fit_config()  # unknown keys / wrong types raise ValueError
         if self.box_margin < 0 or self.predict_ahead < 0:
             raise ValueError("box_margin, predict_ahead: must be >= 0")
+        if self.coast_frames < 0 or self.recover_every < 1:
+            raise ValueError("coast_frames: must be >= 0; recover_every: must be >= 1")
         if self.torch_threads < 0:
             raise ValueError("torch_threads: must be >= 0")
 
@@ -111,7 +120,8 @@ class FitStage(Stage):
                                 p.fit_config())  # fmt: skip
         self.input_size = bundle.net.config.input_size
         self.tracks = TrackSet(p.association)
-        self.stats = {"warm": 0, "cold": 0, "recovered": 0}
+        self.stats = {"warm": 0, "cold": 0, "recovered": 0, "held": 0, "merged": 0}
+        self._rejected: list[int] = []  # upstream ids to drop (duplicates), sent as feedback
         self._one_vertex = torch.zeros(1, dtype=torch.long)
 
     # ------------------------------------------------------------------ fitting
@@ -156,7 +166,10 @@ class FitStage(Stage):
             store(warm_idx, r, True)
             self.stats["warm"] += len(warm_idx)
             if self.params.recover_lost:
-                again = [i for j, i in enumerate(warm_idx) if bool(r.lost[j])]
+                every = self.params.recover_every
+                again = [i for j, i in enumerate(warm_idx)  # while held: every n-th frame
+                         if bool(r.lost[j]) and (not prior[i].confirmed
+                                                 or prior[i].lost_run % every == 0)]  # fmt: skip
                 cold_idx += again
                 self.stats["recovered"] += len(again)
         if cold_idx:
@@ -226,17 +239,41 @@ class FitStage(Stage):
         sources = np.array([q.track_id for q in people])
         prior = self.tracks.associate(boxes, project_points(reg_joints, K), sources)
         state, joints, lik, frac, code, warm = self._fit(init, feats, camera, prior)
+        lost_now = [bool(c == 2) for c in code]  # before holding confirmed tracks
+        for i, t in enumerate(prior):  # hold confirmed tracks through a short loss
+            if (lost_now[i] and t is not None and t.confirmed and t.body is not None
+                    and t.joints3d is not None
+                    and t.lost_run < self.params.coast_frames):  # fmt: skip
+                for dst, src in zip(state.as_tuple(), t.body.as_tuple(), strict=True):
+                    dst[i] = src[0]
+                joints[i] = torch.from_numpy(np.asarray(t.joints3d, np.float32))
+                code[i] = 1
+                self.stats["held"] += 1
         j2d = project_points(joints, K).astype(np.float32)
         j3d = joints.detach().numpy().astype(np.float32)
         labels = ("tracking", "occluded", "lost")
         seen, fitted = set(), []
         h, w = msg.image.shape[:2] if msg.image is not None else (0, 0)
+        drop = self._duplicates(j2d, lik, code)
+        for i in drop:  # the same body fitted twice: keep the better-explained one
+            if prior[i] is not None:
+                self.tracks.tracks.pop(prior[i].track_id, None)
+            if people[i].track_id >= 0:
+                self._rejected.append(int(people[i].track_id))
+            self.stats["merged"] += 1
+        if drop:
+            gone = {id(people[i]) for i in drop}
+            msg.persons = [q for q in msg.persons if id(q) not in gone]
         for i, q in enumerate(people):
+            if i in drop:
+                continue
             t = prior[i] or self.tracks.create(q.box, q.track_id)
             label = labels[int(code[i])]
             self.tracks.update(t, msg.index, q.box, state.select([i]), j3d[i], j2d[i], label,
                                float(lik[i]), q.track_id, warm=warm[i],
                                occluded_fraction=float(frac[i]))  # fmt: skip
+            t.lost_run = t.lost_run + 1 if lost_now[i] else 0
+            t.confirmed = t.confirmed or not lost_now[i]
             seen.add(t.track_id)
             fitted.append(t)
             q.track_id, q.state = t.track_id, label
@@ -249,11 +286,32 @@ class FitStage(Stage):
             self._predict(fitted, K, w, h)
         return seen, fitted
 
+    def _duplicates(self, j2d: np.ndarray, lik: torch.Tensor, code: torch.Tensor) -> set[int]:
+        """Indices of people whose fitted body boxes (2D joints, ``[N, 24, 2]``) overlap a
+        better-explained (lower likelihood loss) one by IoU > ``duplicate_iou``."""
+        n = len(j2d)
+        if n < 2 or self.params.duplicate_iou >= 1:
+            return set()
+        boxes = np.stack([box_from_points(j) for j in j2d])
+        from engines.tracking import iou_matrix
+
+        iou = iou_matrix(boxes, boxes)
+        drop: set[int] = set()
+        order = sorted(range(n), key=lambda i: (int(code[i]) == 2, float(lik[i])))
+        for a, i in enumerate(order):
+            if i in drop:
+                continue
+            for j in order[a + 1 :]:
+                if j not in drop and iou[i, j] > self.params.duplicate_iou:
+                    drop.add(j)
+        return drop
+
     def _feedback(self, msg: FrameMessage, fitted: list[Track]) -> None:
-        preds, lost = [], []
+        preds, lost = [], list(self._rejected)
+        self._rejected.clear()
         for t in fitted:
             tid = t.source_id if t.source_id >= 0 else t.track_id
-            if t.label == "lost":
+            if t.label == "lost" and not t.confirmed:  # no body ever explained this box
                 lost.append(int(tid))
             if t.pred_box is None:
                 continue

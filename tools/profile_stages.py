@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--cprofile", default="", help="stage name to profile with cProfile")
     ap.add_argument("--frames", type=int, default=0)
     ap.add_argument("--sort", default="cumulative", help="cProfile sort key")
+    ap.add_argument("--trace", action="store_true", help="print each frame's people and fit counts")
     ap.add_argument("--torch-profile", default="", help="stage name to profile with torch.profiler")
     args = ap.parse_args()
     cfg = load_config(args.config)
@@ -83,6 +84,10 @@ def main() -> None:
                         s2.on_side(ch, m)
             side.clear()
         detected += int(bool(getattr(msgs[0], "detected", False))) if msgs else 0
+        if args.trace and msgs:
+            fs = getattr(stages.get("fit"), "stats", {})
+            people = [(q.track_id, q.state, q.box_source) for q in msgs[0].persons]
+            print(n, "det" if msgs[0].detected else "   ", people, fs, flush=True)
         n += 1
         if args.frames and n >= args.frames:
             break

@@ -206,7 +206,7 @@ def test_finish_reuses_the_final_evaluation_exactly(scene):
 
 
 def test_render_auto_is_the_cpp_path_on_cpu(scene):
-    body, nbv, table, clutter, cam, gt = scene
+    body, nbv, _, _, cam, gt = scene
     centres, _ = nbv.pose(body, *gt.as_tuple())
     assert render(centres, cam).impl == "fast"
     with pytest.raises(ValueError, match="impl"):
