@@ -40,6 +40,17 @@ def control_addresses(host: str, port: int) -> tuple[str, str]:
     return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
 
 
+def _socket(zctx: zmq.Context, kind: int, *, bind: str = "", connect: str = "",
+            linger: int = 0) -> zmq.Socket:  # fmt: skip
+    sock = zctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, linger)
+    if bind:
+        sock.bind(bind)
+    else:
+        sock.connect(connect)
+    return sock
+
+
 class ControlServer:
     """Supervisor side: relays remote stages' status into the graph's status queue, sets local
     acks they send, and broadcasts stop/drain/go/acks to them (see the module docstring)."""
@@ -53,12 +64,8 @@ class ControlServer:
         )  # fmt: skip
         self.timeout_s = timeout_s
         pull_addr, pub_addr = control_addresses(host, port)
-        self._pull = zctx.socket(zmq.PULL)
-        self._pull.setsockopt(zmq.LINGER, 0)
-        self._pull.bind(pull_addr)
-        self._pub = zctx.socket(zmq.PUB)
-        self._pub.setsockopt(zmq.LINGER, 0)
-        self._pub.bind(pub_addr)
+        self._pull = _socket(zctx, zmq.PULL, bind=pull_addr)
+        self._pub = _socket(zctx, zmq.PUB, bind=pub_addr)
         self._ready: set[str] = set()
         self._go = False
         self._done = threading.Event()
@@ -151,13 +158,9 @@ class _RemoteState:
 
     def __init__(self, zctx: zmq.Context, host: str, port: int) -> None:
         pull_addr, pub_addr = control_addresses(host, port)
-        self._push = zctx.socket(zmq.PUSH)
-        self._push.setsockopt(zmq.LINGER, 2000)
-        self._push.connect(pull_addr)
-        self._sub = zctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.LINGER, 0)
+        self._push = _socket(zctx, zmq.PUSH, connect=pull_addr, linger=2000)
+        self._sub = _socket(zctx, zmq.SUB, connect=pub_addr)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(pub_addr)
         self.state: dict[str, Any] = {"stop": False, "drain": False, "go": False, "acks": []}
         self.local_stop = False
         self._lock = threading.Lock()

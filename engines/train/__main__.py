@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--steps", type=int, help="override the number of steps")
     ap.add_argument("--out-dir", help="override out_dir")
+    ap.add_argument("--threads", type=int, help="override threads (torch intra-op threads)")
     ap.add_argument("--export", type=Path, help="also write the final bundle here")
     args = ap.parse_args(argv)
     overrides = {}
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["steps"] = args.steps
     if args.out_dir:
         overrides["out_dir"] = args.out_dir
+    if args.threads is not None:
+        overrides["threads"] = args.threads
     cfg = load_train_config(args.config, overrides)
 
     from engines.synth.dataset import SynthConfig, SynthDataset
