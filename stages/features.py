@@ -124,6 +124,8 @@ class FeatureStage(Stage):
         self.engine = create_engine(p.engine_config(), bundle.net)
         self._dtype = np.float16 if p.feature_dtype == "float16" else np.float32
         self._camera: tuple[tuple[int, int], np.ndarray] | None = None
+        # one call before the first frame (allocations, lazy initialisation in the engine)
+        self.run_engine(np.zeros((1, self.input_size, self.input_size, 3), np.uint8))
 
     def frame_camera(self, width: int, height: int) -> np.ndarray:  # -> [3, 3]
         if self._camera is None or self._camera[0] != (width, height):

@@ -120,9 +120,25 @@ class FitStage(Stage):
                                 p.fit_config())  # fmt: skip
         self.input_size = bundle.net.config.input_size
         self.tracks = TrackSet(p.association)
+        self._warm_up()
         self.stats = {"warm": 0, "cold": 0, "recovered": 0, "held": 0, "merged": 0}
         self._rejected: list[int] = []  # upstream ids to drop (duplicates), sent as feedback
         self._one_vertex = torch.zeros(1, dtype=torch.long)
+
+    def _warm_up(self) -> None:
+        """One short fit on a blank map, so the first frame does not pay the one-time costs
+        (loading the C++ ops, torch.optim's first-use imports: ~1.5 s here)."""
+        S = self.input_size
+        C = self.fitter.feature_dim
+        h = S // 4
+        feats = torch.nn.functional.normalize(torch.ones(1, C, h, h), dim=1)
+        K = torch.tensor([[[2.0 * S, 0.0, S / 2], [0.0, 2.0 * S, S / 2], [0.0, 0.0, 1.0]]])
+        cam = feature_camera(K, S // h, S)
+        state = BodyState(
+            torch.tensor([[3.14159, 0.0, 0.0]]), torch.zeros(1, 69),
+            torch.zeros(1, self.body.num_betas), torch.tensor([[0.0, 0.2, 4.0]]),
+        )  # fmt: skip
+        self.fitter.warm_start(state, feats, cam, steps=1)
 
     # ------------------------------------------------------------------ fitting
     def _fit(
