@@ -16,10 +16,11 @@ Architecture. Stem of two stride-2 3x3 convs, four ResNet stages of BasicBlocks 
 back to stride 4 with ``head_channels`` channels; a 1x1 conv gives the D-dim features (L2
 normalised), a 1x1 conv the 25 part logits; each of the 24 part channels is a spatial softmax
 that pools the stride-4 map (PARE's KeypointAttention); a per-joint linear map gives the 6D
-rotation; a 1x1 conv to ``smpl_channels`` pooled by the same attention, flattened, feeds two MLPs
-(betas, camera). Final layers start near zero with biases at a sensible default: every joint at
-identity except the global orient at R_x(pi) (upright, facing the camera, docs/conventions.md),
-betas 0, camera [0.9, 0, 0].
+rotation (plus, with ``pose_mlp`` > 0, a residual MLP over all 24 pooled features, which gives
+every joint the whole body's context); a 1x1 conv to ``smpl_channels`` pooled by the same
+attention, flattened, feeds two MLPs (betas, camera). Final layers start near zero with biases
+at a sensible default: every joint at identity except the global orient at R_x(pi) (upright,
+facing the camera, docs/conventions.md), betas 0, camera [0.9, 0, 0].
 
 Sizing, measured here (random weights, batch 1, median / min of 25 interleaved runs on this
 2-core CPU while 4-5 other jobs shared it; onnxruntime with 1 or 2 intra-op threads, torch eager
@@ -100,6 +101,7 @@ class FeatNetConfig:
     smpl_channels: int = 16
     mlp_hidden: int = 128
     init_cam_scale: float = 0.9
+    pose_mlp: int = 0  # > 0: hidden width of a residual MLP over all 24 joint features (6D)
 
     def __post_init__(self) -> None:
         if self.input_size <= 0 or self.input_size % 32:
@@ -107,6 +109,8 @@ class FeatNetConfig:
         for name in ("width", "feature_dim", "head_channels", "smpl_channels", "mlp_hidden"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.pose_mlp < 0:
+            raise ValueError(f"pose_mlp must be >= 0, got {self.pose_mlp}")
         blocks = tuple(int(b) for b in self.blocks)
         if len(blocks) != 4 or min(blocks) < 1:
             raise ValueError(f"blocks must be 4 positive ints, got {self.blocks}")
@@ -234,6 +238,14 @@ class FeatureNet(nn.Module):
         self.cam_mlp = nn.Sequential(
             nn.Linear(flat, cfg.mlp_hidden), nn.ReLU(inplace=True), nn.Linear(cfg.mlp_hidden, 3)
         )
+        # every joint's rotation from all joints' features (global context, e.g. the facing)
+        self.pose_mlp = None
+        if cfg.pose_mlp:
+            self.pose_mlp = nn.Sequential(
+                nn.Linear(NUM_JOINTS * c, cfg.pose_mlp),
+                nn.ReLU(inplace=True),
+                nn.Linear(cfg.pose_mlp, NUM_JOINTS * 6),
+            )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -249,7 +261,10 @@ class FeatureNet(nn.Module):
             if isinstance(blk, _BasicBlock):
                 nn.init.zeros_(blk.bn2.weight)
         nn.init.normal_(self.pose_weight, std=1e-3)
-        for head in (self.shape_mlp[2], self.cam_mlp[2]):
+        heads = [self.shape_mlp[2], self.cam_mlp[2]]
+        if self.pose_mlp is not None:
+            heads.append(self.pose_mlp[2])
+        for head in heads:
             nn.init.normal_(head.weight, std=1e-3)
             nn.init.zeros_(head.bias)
         with torch.no_grad():
@@ -273,6 +288,8 @@ class FeatureNet(nn.Module):
         attn = torch.softmax(part_logits[:, 1:].flatten(2), dim=-1)  # [B, 24, P]
         pooled = torch.bmm(attn, y.flatten(2).transpose(1, 2))  # [B, 24, C]
         pose6d = torch.einsum("bjc,jcn->bjn", pooled, self.pose_weight) + self.pose_bias
+        if self.pose_mlp is not None:  # residual: starts at the per-joint estimate
+            pose6d = pose6d + self.pose_mlp(pooled.flatten(1)).view(-1, NUM_JOINTS, 6)
         smpl = torch.bmm(attn, self.smpl_proj(y).flatten(2).transpose(1, 2))  # [B, 24, Cs]
         smpl = smpl.flatten(1)
         return {

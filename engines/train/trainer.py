@@ -132,10 +132,15 @@ class Trainer:
         b = load_model(path)
         if b.metadata.get("body_model_hash") != body_model_hash(self.body):
             raise ValueError(f"{path} was trained on a different body model")
-        self.net.load_state_dict(b.net.state_dict())
+        missing, unexpected = self.net.load_state_dict(b.net.state_dict(), strict=False)
+        added = [k for k in missing if not k.startswith("pose_mlp.")]
+        if unexpected or added:
+            raise ValueError(f"{path} does not fit the configured network: missing {added}, "
+                             f"unexpected {unexpected}")  # fmt: skip
         self.bank.load_state_dict(b.bank.state_dict())
         state_path = path.with_suffix(".train.pt")
-        if state_path.is_file():
+        # a head added since (featnet.pose_mlp, initialised near zero): the optimiser starts afresh
+        if state_path.is_file() and not missing:
             state = torch.load(state_path, weights_only=True)
             self.opt.load_state_dict(state["optimizer"])
             self.step_count = int(state["step"])

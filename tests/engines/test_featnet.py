@@ -178,3 +178,24 @@ def test_torch_export_static_batch_one_and_errors(model: FeatureNet) -> None:
         export_program(model, max_batch=2, example=torch.zeros(3, 3, 64, 64))
     with pytest.raises(ValueError, match=r"\[B, 3, 64, 64\]"):
         export_program(model, example=torch.zeros(1, 3, 32, 32))
+
+
+def test_pose_mlp_head_starts_neutral_exports_and_learns() -> None:
+    from dataclasses import replace
+
+    base = FeatureNet(FeatNetConfig(input_size=64, width=8)).eval()
+    net = FeatureNet(FeatNetConfig(input_size=64, width=8, pose_mlp=32)).eval()
+    missing, unexpected = net.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("pose_mlp.") for k in missing)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # near-zero residual at init: the per-joint estimate is kept
+        torch.testing.assert_close(net(x)["pose6d"], base(x)["pose6d"], atol=0.05, rtol=0)
+    mlp = randomized(replace(SMALL, pose_mlp=16), seed=1)
+    program = export_program(mlp, max_batch=2, example=torch.zeros(1, 3, 64, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x)["pose6d"], mlp(x)["pose6d"])
+    out = mlp.train()(x)
+    out["pose6d"].sum().backward()
+    assert mlp.pose_mlp[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="pose_mlp"):
+        FeatNetConfig(pose_mlp=-1)
