@@ -1,4 +1,5 @@
-"""One NBV fitting step (objective forward + backward): rendered-feature map path vs fused cosine.
+"""One NBV fitting step (objective forward + backward): rendered-feature map path vs fused cosine,
+and the kinematic chain as a torch loop vs the C++ op (``kinematic_chain``).
 
     python -m benchmarks.fit --quick     # B=1 only; last line: one JSON object
     python -m benchmarks.fit             # B=1 and B=4; writes results/fit.json
@@ -103,6 +104,32 @@ def measure(B: int, rounds: int, warmup: int = 2) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def measure_chain(rounds: int) -> dict[str, Any]:
+    """One fused step with the kinematic chain as the torch loop vs the C++ op (interleaved)."""
+    import engines.skinning as sk
+
+    fitter, state, feats, cam, _, _ = _setup(1)
+    chain = sk.kinematic_chain
+    impls = {
+        "reference": lambda local, parents, impl="auto": chain(local, parents, "reference"),
+        "fast": lambda local, parents, impl="auto": chain(local, parents, "fast"),
+    }
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    try:
+        for r in range(rounds + 2):
+            for name in impls if r % 2 == 0 else reversed(list(impls)):
+                sk.kinematic_chain = impls[name]
+                t = time.perf_counter()
+                _step("fused", fitter, state, feats, cam)
+                if r >= 2:  # two warm-up rounds
+                    times[name].append(time.perf_counter() - t)
+    finally:
+        sk.kinematic_chain = chain
+    ref, fast = (1e3 * statistics.median(times[k]) for k in ("reference", "fast"))
+    return {"reference_ms": round(ref, 3), "fast_ms": round(fast, 3),
+            "speedup": round(ref / fast, 2)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="B=1 only; no results file")
@@ -117,6 +144,7 @@ def main() -> None:
         "settings": {k: main_case[k] for k in ("B", "H", "W", "K", "M", "O", "C")},
         "threads": torch.get_num_threads(),
     }
+    result["kinematic_chain"] = measure_chain(rounds)
     if not args.quick:
         result["cases"] = [main_case, measure(4, max(5, rounds // 2))]
     result["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
