@@ -15,10 +15,14 @@ def _write(tmp_path, text):
 
 
 def test_shipped_configs_load_and_plan():
-    for name in ("default.yaml", "webcam.yaml"):
+    for name in ("default.yaml", "two_hosts.yaml", "webcam.yaml"):
         cfg = load_config(ROOT / "configs" / name)
         plan = plan_graph(cfg)
         assert [s.name for s in plan.stages] == ["decode", "detect", "features", "fit", "publish"]
+        if name == "two_hosts.yaml":  # the fit's queue binds on its own host
+            assert plan.stages[3].host == "10.0.0.2"
+            assert plan.stages[3].input.address == "tcp://10.0.0.2:5602"
+            assert plan.stages[4].input.address == "tcp://10.0.0.1:5603"
     assert plan.live and plan.stages[1].input.policy == "latest"
 
 
