@@ -9,13 +9,18 @@ Consumes frames from the features stage (per-person ``extras``: ``features``, ``
 2. tracks with a usable previous fit are warm-started (one batched ``warm_start``); new tracks,
    tracks marked ``lost`` and (``recover_lost``) warm fits that come out lost are fitted from the
    regression head (one batched ``cold_start`` with the stage's short schedule);
-3. each person gets its SMPL fields (frame camera), 3D/2D joints, likelihood, state
+3. a confirmed track (fitted not-lost before) whose fit comes out lost is held at its last body
+   as ``occluded`` for up to ``coast_frames`` frames; two people whose fitted bodies overlap
+   (``duplicate_iou``) are one person: the worse-explained one is dropped;
+4. each person gets its SMPL fields (frame camera), 3D/2D joints, likelihood, state
    (``tracking`` / ``occluded``: much of the body explained by clutter / ``lost``) and the
    stage's track id; the heavy per-person extras are removed;
-4. the box of every live track in the next frame is predicted from its fitted body (kernels
+5. the box of every live track in the next frame is predicted from its fitted body (kernels
    extrapolated by the velocity, projected, boxed) and sent on the ``tracks`` side output as a
-   ``TrackFeedback``; a prediction carries the upstream (detect stage) id it came with, so the
-   detector can follow it. Tracks unseen for ``association.max_misses`` frames are dropped.
+   ``TrackFeedback`` with the box's velocity; a prediction carries the upstream (detect stage)
+   id it came with, so the detector can follow it; the feedback's ``lost`` lists the upstream ids
+   of boxes no fit ever explained and of merged duplicates, for the detector to drop. Tracks
+   unseen for ``association.max_misses`` frames are dropped.
 """
 
 from __future__ import annotations
