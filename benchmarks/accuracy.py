@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--image-root", help="image directory of --real-npz")
     ap.add_argument("--focal", type=float, help="real data: frame focal length (px)")
     ap.add_argument("--out", default=str(RESULTS), help="results directory (full run)")
+    ap.add_argument("--fit-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="FitConfig override, e.g. pose_prior_weight=0.1 (repeatable)")  # fmt: skip
     a = ap.parse_args(argv)
     q = a.quick
     defaults = dict(frames=3 if q else 8, sequences=1 if q else 5, warm_steps=[2, 8] if q else
@@ -77,6 +79,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.real_npz and not a.image_root:
         ap.error("--real-npz needs --image-root")
     return a
+
+
+def _fit_overrides(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--fit-set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def load_bundle(path: str | None):
@@ -106,7 +120,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
     if bad:
         raise SystemExit(f"unknown protocol(s) {sorted(bad)}; choose from {PROTOCOLS}")
     bundle, model_path = load_bundle(args.model)
-    base = FitConfig()
+    base = FitConfig.from_dict(_fit_overrides(args.fit_set))
     fit_cfg = replace(
         base,
         stage1_steps=max(1, round(base.stage1_steps * args.fit_scale)),

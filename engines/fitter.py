@@ -62,6 +62,9 @@ class FitConfig:
     precision: float = 4000.0  # isotropic kernel precision (m^-2)
     orient_mode: Literal["softmax", "normalize"] = "normalize"
     hinge_weight: float = 0.1
+    # learned pose prior (engines.motion.sampler.PosePrior: Gaussian of the training takes' body
+    # poses + their joint limits; never the holdout takes), in place of VPoser/GMM files
+    pose_prior_weight: float = 0.1  # measured: 0 / 0.1 / 0.5 / 2 (benchmarks.accuracy)
     occluded_fraction: float = 0.3  # covered pixels explained by clutter above this: occluded
     lost_fraction: float = 0.85  # ... above this: the body no longer explains the image
     lost_min_coverage: int = 4  # fewer covered pixels than this: lost (body out of view)
@@ -218,6 +221,11 @@ class NBVFitter:
         self.table = kernel_table.detach()
         self.clutter = clutter.detach()
         self.feature_dim = C
+        self.pose_prior = None
+        if self.config.pose_prior_weight > 0:
+            from engines.motion.sampler import PosePrior
+
+            self.pose_prior = PosePrior.default()
 
     # ------------------------------------------------------------------ objective
     def objective(
@@ -244,6 +252,10 @@ class NBVFitter:
             support=out.silhouette > cfg.support_threshold,
         )
         total = lik.loss + cfg.hinge_weight * hinge_prior(state.body_pose)
+        if self.pose_prior is not None:
+            if self.pose_prior.mean.device != state.body_pose.device:
+                self.pose_prior = self.pose_prior.to(state.body_pose.device)
+            total = total + cfg.pose_prior_weight * self.pose_prior(state.body_pose)
         return total, lik, joints
 
     def _check_inputs(self, state: BodyState, features: torch.Tensor, camera: Camera) -> None:

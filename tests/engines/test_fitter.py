@@ -226,3 +226,20 @@ def test_objective_on_cuda_matches_cpu(scene):
     fitter = NBVFitter(body_d, nbv_d, table.to(dev), clutter.to(dev))
     gpu = fitter.objective(st, feats.to(dev), cam)[0]
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_pose_prior_term_is_in_the_objective(scene):
+    """The learned pose prior (training takes' Gaussian + joint limits) adds
+    ``pose_prior_weight * PosePrior(body_pose)``; weight 0 leaves it out."""
+    from engines.motion.sampler import PosePrior
+
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    odd = BodyState(gt.global_orient, gt.body_pose + 1.5, gt.betas, gt.transl)  # far-out joints
+    without = NBVFitter(body, nbv, table, clutter, FitConfig(pose_prior_weight=0.0))
+    with_prior = NBVFitter(body, nbv, table, clutter, FitConfig(pose_prior_weight=0.5))
+    assert without.pose_prior is None
+    a = without.objective(odd, feats, cam)[0]
+    b = with_prior.objective(odd, feats, cam)[0]
+    torch.testing.assert_close(b - a, 0.5 * PosePrior.default()(odd.body_pose))
+    assert PosePrior.default()(odd.body_pose) > PosePrior.default()(gt.body_pose)
