@@ -52,8 +52,8 @@ from stages.features import resolve_model
 
 #: FitConfig values of the live pipeline (the engine's defaults are the offline schedule).
 FIT_DEFAULTS: dict[str, Any] = {
-    "stage1_steps": 10,
-    "stage2_steps": 20,
+    "stage1_steps": 5,
+    "stage2_steps": 10,
     "flip_hypothesis": False,
     "warm_steps": 4,
     "extrapolate": 0.5,
