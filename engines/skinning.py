@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -85,23 +83,20 @@ def shaped_joints(
 
 
 _log = logging.getLogger(__name__)
-_lock = threading.Lock()
-_CSRC = Path(__file__).resolve().parent / "csrc" / "fk_chain.cpp"
 
 
 @functools.cache
 def fk_extension():
     """The compiled kinematic-chain op (engines/csrc/fk_chain.cpp), built on first use;
     ``None`` (with a warning) where it cannot be built (no g++ or ninja)."""
-    from torch.utils.cpp_extension import load
+    from engines.cext import load_extension
 
-    with _lock:
-        try:
-            return load(name="nbfstream_fk_chain", sources=[str(_CSRC)],
-                        extra_cflags=["-O3"], verbose=False)  # fmt: skip
-        except (RuntimeError, OSError) as e:  # pragma: no cover - depends on the toolchain
-            _log.warning("fast forward kinematics unavailable (needs g++ and ninja): %s", e)
-            return None
+    try:
+        return load_extension("nbfstream_fk_chain", ["fk_chain.cpp"], False,
+                              "the torch kinematic chain works without it")  # fmt: skip
+    except RuntimeError as e:  # pragma: no cover - depends on the toolchain
+        _log.warning("fast forward kinematics unavailable: %s", e)
+        return None
 
 
 class _FKChain(torch.autograd.Function):

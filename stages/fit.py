@@ -41,6 +41,7 @@ from engines.tracking import (
     TrackSet,
     box_from_points,
     extrapolate,
+    iou_matrix,
     project_points,
     regression_init,
     visible_fraction,
@@ -314,8 +315,6 @@ class FitStage(Stage):
         if n < 2 or self.params.duplicate_iou >= 1:
             return set()
         boxes = np.stack([box_from_points(j) for j in j2d])
-        from engines.tracking import iou_matrix
-
         iou = iou_matrix(boxes, boxes)
         drop: set[int] = set()
         order = sorted(range(n), key=lambda i: (int(code[i]) == 2, float(lik[i])))

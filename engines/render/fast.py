@@ -13,61 +13,28 @@ PATH (the ``ninja`` PyPI package or the system package); OpenMP is used where th
 from __future__ import annotations
 
 import functools
-import threading
-from pathlib import Path
 
 import torch
+
+from engines.cext import load_extension
 
 from .common import TAU, Camera, RenderOutput, camera_rays
 
 __all__ = ["cosine_extension", "cosine_fast", "extension", "features_fast", "render_fast"]
 
-_CSRC = Path(__file__).resolve().parent.parent / "csrc"
-_SOURCES = (_CSRC / "nbv_render.cpp", _CSRC / "nbv_features.cpp")
-_lock = threading.Lock()
-
 
 @functools.cache
 def extension():
-    """The compiled extension module (built and cached on the first call in a process)."""
-    from torch.utils.cpp_extension import load
-
-    with _lock:
-        try:
-            return load(
-                name="nbfstream_nbv_render",
-                sources=[str(s) for s in _SOURCES],
-                extra_cflags=["-O3", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except (RuntimeError, OSError) as e:
-            raise RuntimeError(
-                "could not build the fast NBV renderer (engines/csrc/nbv_*.cpp): it needs a "
-                "C++17 compiler (g++) and ninja on PATH (pip install ninja); "
-                "render(..., impl='reference') works without them. Cause: " + str(e)
-            ) from e
+    """The compiled renderer extension (built and cached on the first call in a process)."""
+    return load_extension("nbfstream_nbv_render", ["nbv_render.cpp", "nbv_features.cpp"], True,
+                          "render(..., impl='reference') works without it")  # fmt: skip
 
 
 @functools.cache
 def cosine_extension():
     """The fused cosine extension (engines/csrc/nbv_cosine.cpp), built on first use."""
-    from torch.utils.cpp_extension import load
-
-    with _lock:
-        try:
-            return load(
-                name="nbfstream_nbv_cosine",
-                sources=[str(_CSRC / "nbv_cosine.cpp")],
-                extra_cflags=["-O3", "-fopenmp"],
-                extra_ldflags=["-fopenmp"],
-                verbose=False,
-            )
-        except (RuntimeError, OSError) as e:
-            raise RuntimeError(
-                "could not build engines/csrc/nbv_cosine.cpp (needs g++ and ninja on PATH); "
-                "render_cosine(..., impl='reference') works without it. Cause: " + str(e)
-            ) from e
+    return load_extension("nbfstream_nbv_cosine", ["nbv_cosine.cpp"], True,
+                          "render_cosine(..., impl='reference') works without it")  # fmt: skip
 
 
 class _FastRender(torch.autograd.Function):

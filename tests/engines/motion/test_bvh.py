@@ -1,7 +1,5 @@
 """BVH reader / writer / forward kinematics on real CMU takes and synthetic files."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -14,18 +12,7 @@ from engines.motion.bvh import (
     read_bvh,
     write_bvh,
 )
-from engines.paths import mocap_dir
-
-
-def _mocap() -> Path:
-    try:
-        return mocap_dir()
-    except FileNotFoundError:
-        return Path("/nonexistent")
-
-
-MOCAP = _mocap()
-needs_mocap = pytest.mark.skipif(not MOCAP.is_dir(), reason="shared mocap data not present")
+from tests.engines.motion._data import MOCAP, needs_mocap
 
 
 @pytest.mark.parametrize("order", ["ZYX", "ZXY", "XYZ", "YXZ"])

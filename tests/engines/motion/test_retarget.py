@@ -1,7 +1,5 @@
 """Retargeting CMU BVH onto SMPL: exact on SMPL-skeleton BVHs, bone directions on real takes."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,19 +17,9 @@ from engines.motion.retarget import (
     retarget,
     smpl_fk,
 )
-from engines.paths import mocap_dir
 from engines.rotations import axis_angle_to_matrix
+from tests.engines.motion._data import MOCAP, needs_mocap
 
-
-def _mocap() -> Path:
-    try:
-        return mocap_dir()
-    except FileNotFoundError:
-        return Path("/nonexistent")
-
-
-MOCAP = _mocap()
-needs_mocap = pytest.mark.skipif(not MOCAP.is_dir(), reason="shared mocap data not present")
 TAKES = {"A": "cmu_01_01.bvh", "A2": "cmu_131_02.bvh", "B": "cmu_05_01.bvh", "B60": "cmu_60_01.bvh"}
 
 

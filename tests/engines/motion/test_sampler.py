@@ -1,7 +1,5 @@
 """Pose statistics, prior and sampler learned from the training takes."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,18 +17,7 @@ from engines.motion.sampler import (
     learn_pose_stats,
     mirror_body_pose,
 )
-from engines.paths import mocap_dir
-
-
-def _mocap() -> Path:
-    try:
-        return mocap_dir()
-    except FileNotFoundError:
-        return Path("/nonexistent")
-
-
-MOCAP = _mocap()
-needs_mocap = pytest.mark.skipif(not MOCAP.is_dir(), reason="shared mocap data not present")
+from tests.engines.motion._data import MOCAP
 
 
 @pytest.fixture(scope="module")
