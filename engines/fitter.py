@@ -65,6 +65,12 @@ class FitConfig:
     # learned pose prior (engines.motion.sampler.PosePrior: Gaussian of the training takes' body
     # poses + their joint limits; never the holdout takes), in place of VPoser/GMM files
     pose_prior_weight: float = 0.1  # measured: 0 / 0.1 / 0.5 / 2 (benchmarks.accuracy)
+    # pull of the body pose towards the regression head's estimate (the start of a cold fit, the
+    # frame's regression at warm start when given): sum of squared axis-angle differences. In
+    # the role of the released code's 2D keypoint term (no keypoint detector here). Measured
+    # (benchmarks.accuracy, 5 x 8 held-out frames): 0 / 0.3 / 1 / 3; 1 keeps clean fits at the
+    # regression's error (without it fitting added ~25%) and the AdvOcc@80 gain
+    regression_prior_weight: float = 1.0
     occluded_fraction: float = 0.3  # covered pixels explained by clutter above this: occluded
     lost_fraction: float = 0.85  # ... above this: the body no longer explains the image
     lost_min_coverage: int = 4  # fewer covered pixels than this: lost (body out of view)
@@ -233,8 +239,12 @@ class NBVFitter:
         state: BodyState,
         features: torch.Tensor,  # [B, C, H, W] unit features
         camera: Camera,
+        pose_anchor: torch.Tensor | None = None,  # [B, 69] regression body pose
     ) -> tuple[torch.Tensor, LikelihoodOutput, torch.Tensor]:  # ([B], lik, joints [B, 24, 3])
-        """Total loss per body (likelihood + priors), the likelihood record and the joints."""
+        """Total loss per body (likelihood + priors), the likelihood record and the joints.
+
+        With ``pose_anchor`` and ``regression_prior_weight`` > 0 the total also has
+        ``w * sum((body_pose - pose_anchor)^2)``."""
         cfg = self.config
         centres, joints = self.nbv.pose(self.body, *state.as_tuple())
         out = render(centres, camera, cfg.precision, cfg.M)
@@ -256,6 +266,9 @@ class NBVFitter:
             if self.pose_prior.mean.device != state.body_pose.device:
                 self.pose_prior = self.pose_prior.to(state.body_pose.device)
             total = total + cfg.pose_prior_weight * self.pose_prior(state.body_pose)
+        if pose_anchor is not None and cfg.regression_prior_weight > 0:
+            d = state.body_pose - pose_anchor.detach()
+            total = total + cfg.regression_prior_weight * (d**2).sum(dim=1)
         return total, lik, joints
 
     def _check_inputs(self, state: BodyState, features: torch.Tensor, camera: Camera) -> None:
@@ -279,6 +292,7 @@ class NBVFitter:
         steps: int,
         lr: float,
         anchor: BodyState | None = None,
+        pose_anchor: torch.Tensor | None = None,  # [B, 69]
     ) -> tuple[BodyState, torch.Tensor, _Evaluation | None]:
         """Adam on the ``free`` fields; returns the best iterate per body, its loss and, when the
         final iterate is the best of every body, its evaluation (so ``_finish`` need not redo it).
@@ -294,7 +308,7 @@ class NBVFitter:
             final = step == steps
             cur = BodyState(**params)
             with torch.set_grad_enabled(not final):
-                total, lik, joints = self.objective(cur, features, camera)
+                total, lik, joints = self.objective(cur, features, camera, pose_anchor)
                 loss = total
                 if anchor is not None and cfg.temporal_weight > 0:
                     d = torch.cat(
@@ -330,11 +344,12 @@ class NBVFitter:
         camera: Camera,
         steps: int,
         evaluation: _Evaluation | None = None,
+        pose_anchor: torch.Tensor | None = None,  # [B, 69]
     ) -> FitResult:
         cfg = self.config
         if evaluation is None:
             with torch.no_grad():
-                evaluation = _Evaluation(*self.objective(state, features, camera))
+                evaluation = _Evaluation(*self.objective(state, features, camera, pose_anchor))
         total, lik, joints = evaluation
         coverage = (lik.obj != 0).sum(dim=(1, 2))  # pixels the render reaches
         frac = lik.occluded_fraction
@@ -360,24 +375,28 @@ class NBVFitter:
         if cfg.flip_hypothesis:
             pelvis = self.body.rest_joints(init.betas)[:, 0]
             starts.append(flip_front_back(init.detach(), pelvis))
-        best_state, best_loss = None, None
-        for s in starts:
+        best_state, best_loss, best_anchor = None, None, None
+        for s in starts:  # each start anchors the body pose at itself (the flip: mirrored)
+            anchor = s.body_pose
             s1, _, _ = self._optimise(
-                s, features, camera, ("global_orient", "transl"), cfg.stage1_steps, cfg.lr
-            )
+                s, features, camera, ("global_orient", "transl"), cfg.stage1_steps, cfg.lr,
+                pose_anchor=anchor,
+            )  # fmt: skip
             s2, loss, evaluation = self._optimise(
-                s1, features, camera, ("global_orient", "body_pose"), cfg.stage2_steps, cfg.lr
-            )
+                s1, features, camera, ("global_orient", "body_pose"), cfg.stage2_steps, cfg.lr,
+                pose_anchor=anchor,
+            )  # fmt: skip
             if best_state is None:
-                best_state, best_loss = s2, loss
+                best_state, best_loss, best_anchor = s2, loss, anchor
             else:
                 better = loss < best_loss
                 best_state = BodyState.where(better, s2, best_state)
                 best_loss = torch.where(better, loss, best_loss)
+                best_anchor = torch.where(better[:, None], anchor, best_anchor)
         steps = len(starts) * (cfg.stage1_steps + cfg.stage2_steps)
         if len(starts) > 1:
             evaluation = None  # the winner differs per body: evaluate it again
-        return self._finish(best_state, features, camera, steps, evaluation)
+        return self._finish(best_state, features, camera, steps, evaluation, best_anchor)
 
     def warm_start(
         self,
@@ -386,8 +405,11 @@ class NBVFitter:
         camera: Camera,
         velocity: BodyState | None = None,  # per-frame change of the parameters at prev
         steps: int | None = None,
+        regression: BodyState | None = None,  # this frame's regression estimate
     ) -> FitResult:
-        """A few Adam steps on global orient, body pose and translation from ``prev``."""
+        """A few Adam steps on global orient, body pose and translation from ``prev``; with
+        ``regression`` the body pose is also pulled towards its body pose
+        (``FitConfig.regression_prior_weight``)."""
         self._check_inputs(prev, features, camera)
         cfg = self.config
         start = prev.detach()
@@ -399,6 +421,11 @@ class NBVFitter:
                 start.betas,
                 start.transl + a * velocity.transl,
             )
+        pose_anchor = None
+        if regression is not None:
+            if regression.batch != prev.batch:
+                raise ValueError(f"regression has {regression.batch} bodies, prev {prev.batch}")
+            pose_anchor = regression.body_pose.detach()
         n = cfg.warm_steps if steps is None else steps
         state, _, evaluation = self._optimise(
             start,
@@ -408,8 +435,9 @@ class NBVFitter:
             n,
             cfg.warm_lr,
             anchor=start,
+            pose_anchor=pose_anchor,
         )
-        return self._finish(state, features, camera, n, evaluation)
+        return self._finish(state, features, camera, n, evaluation, pose_anchor)
 
 
 def _compose_aa(aa: torch.Tensor, delta: torch.Tensor, a: float) -> torch.Tensor:  # [B, 3] x2

@@ -184,7 +184,7 @@ class FitStage(Stage):
                 for i in warm_idx
             ])  # fmt: skip
             r = self.fitter.warm_start(prev, feats[warm_idx], select_camera(camera, warm_idx),
-                                       velocity=vel)  # fmt: skip
+                                       velocity=vel, regression=init.select(warm_idx))  # fmt: skip
             store(warm_idx, r, True)
             self.stats["warm"] += len(warm_idx)
             if self.params.recover_lost:

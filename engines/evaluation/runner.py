@@ -94,6 +94,18 @@ class MethodOutput:
     states: BodyState | None = None  # [N] fitted parameters (cold fits)
     timed: np.ndarray | None = None  # [N] bool, frames counted in ms / steps (None: all)
 
+    def subset(self, keep: np.ndarray) -> MethodOutput:  # keep: [N] bool
+        """The predictions of the frames where ``keep`` is true."""
+        keep = np.asarray(keep, bool)
+        if keep.shape != self.index.shape:
+            raise ValueError(f"keep must be [N] = [{len(self.index)}], got {keep.shape}")
+        sel = np.flatnonzero(keep)
+        return MethodOutput(
+            self.joints3d[sel], self.ms[sel], self.steps[sel], self.index[sel],
+            None if self.states is None else self.states.select(torch.as_tensor(sel)),
+            None if self.timed is None else self.timed[sel],
+        )  # fmt: skip
+
 
 def project(joints: np.ndarray, K: np.ndarray) -> np.ndarray:  # [N, J, 3], [N, 3, 3] -> [N, J, 2]
     """Pinhole projection into crop pixels (docs/conventions.md)."""
@@ -252,12 +264,13 @@ class Evaluator:
             cam = self.camera(np.stack([pf.K[t] for pf in pfs]))
             t0 = time.perf_counter()
             vel = velocity(prev2, prev) if prev2 is not None else None
-            res = self.fitter.warm_start(prev, feats, cam, velocity=vel, steps=steps)
+            res = self.fitter.warm_start(prev, feats, cam, velocity=vel, steps=steps,
+                                         regression=init)  # fmt: skip
             used = torch.full((n,), float(res.steps))
             lost = res.lost
             state, jt = res.state, res.joints
             if bool(lost.any()):
-                re = self.fitter.warm_start(init, feats, cam, steps=steps)
+                re = self.fitter.warm_start(init, feats, cam, steps=steps, regression=init)
                 state = BodyState.where(lost, re.state, state)
                 jt = torch.where(lost[:, None, None], re.joints, jt)
                 used = used + lost.float() * re.steps

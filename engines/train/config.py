@@ -30,6 +30,8 @@ class TrainConfig:
     contrastive_weight: float = 1.0
     background_weight: float = 1.0
     clutter_per_image: int = 10
+    pool_slots: int = 10  # render slots M of the true-pose render that pools kernel targets
+    pool_min_weight: float = 0.1  # a kernel is a target when its pooled weights sum above this
     workers: int = 1
     threads: int = 0  # torch intra-op threads (0: torch default)
     init_mean_pose: bool = True  # start the pose head at the mean training pose (not the T-pose)
@@ -49,6 +51,10 @@ class TrainConfig:
             raise ValueError(
                 f"train config: lr_schedule must be constant|cosine, got {self.lr_schedule!r}"
             )
+        if self.pool_slots < 1:
+            raise ValueError("train config: pool_slots must be >= 1")
+        if self.pool_min_weight < 0:
+            raise ValueError("train config: pool_min_weight must be >= 0")
         if not 0 < self.lr_min_factor <= 1:
             raise ValueError("train config: lr_min_factor must be in (0, 1]")
 

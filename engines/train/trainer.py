@@ -162,7 +162,9 @@ class Trainer:
             if i >= self.cfg.val_batches:
                 break
             so = step(self.net, self.body, self.nbv, self.bank, batch, self.weights,
-                      update_bank=False, generator=torch.Generator().manual_seed(i))  # fmt: skip
+                      update_bank=False, generator=torch.Generator().manual_seed(i),
+                      pool_slots=self.cfg.pool_slots,
+                      pool_min_weight=self.cfg.pool_min_weight)  # fmt: skip
             for k, v in so.terms.items():
                 terms.setdefault(k, []).append(v)
             terms.setdefault("kernel_top1", []).append(so.top1)
@@ -197,7 +199,7 @@ class Trainer:
             so = step(
                 self.net, self.body, self.nbv, self.bank, batch, self.weights,
                 cfg.contrastive_weight, cfg.background_weight, cfg.clutter_per_image,
-                generator=self.gen,
+                generator=self.gen, pool_slots=cfg.pool_slots, pool_min_weight=cfg.pool_min_weight,
             )  # fmt: skip
             if not math.isfinite(so.terms["total"]):
                 raise FloatingPointError(f"non-finite loss at step {self.step_count}: {so.terms}")

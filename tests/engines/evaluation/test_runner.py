@@ -117,3 +117,15 @@ def test_methods_run_and_score(setup):
 def test_score_checks_lengths():
     with pytest.raises(ValueError):
         score([MethodOutput(np.zeros((1, 24, 3)), np.zeros(1), np.zeros(1), np.arange(1))], [])
+
+
+def test_method_output_subset_keeps_the_selected_frames():
+    rng = np.random.default_rng(0)
+    out = MethodOutput(rng.normal(size=(4, 24, 3)), np.arange(4.0), np.ones(4), np.arange(4),
+                       timed=np.array([False, True, True, True]))  # fmt: skip
+    sub = out.subset(out.index % 2 == 0)
+    np.testing.assert_array_equal(sub.index, [0, 2])
+    np.testing.assert_array_equal(sub.joints3d, out.joints3d[[0, 2]])
+    np.testing.assert_array_equal(sub.timed, [False, True])
+    with pytest.raises(ValueError, match="keep"):
+        out.subset(np.ones(3, bool))

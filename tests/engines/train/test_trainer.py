@@ -135,6 +135,10 @@ def test_config_rejects_unknown_and_wrong_types(tmp_path):
     assert load_train_config(p).batch_size == 2
     with pytest.raises(FileNotFoundError):
         load_train_config(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="pool_slots"):
+        TrainConfig.from_dict({"pool_slots": 0})
+    with pytest.raises(ValueError, match="pool_min_weight"):
+        TrainConfig.from_dict({"pool_min_weight": -0.5})
 
 
 def test_cosine_learning_rate_schedule():
