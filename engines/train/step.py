@@ -136,9 +136,7 @@ def step(
         bins = nbv.orientation_labels(joints)  # [B, K]
         background = ~r.mask | occ  # [B, h, w]
     pooled, wsum = pool_features(r, feats)  # [B, K, D], [B, K]
-    visible = wsum > max(pool_min_weight, 1e-3)
-    if pool_slots == 1:
-        visible &= r.visibility
+    visible = wsum > max(pool_min_weight, 1e-3)  # with M = 1 these are front-slot kernels
     bi, ki = visible.nonzero(as_tuple=True)
     vfeat = F.normalize(pooled[bi, ki], dim=-1)  # [N, D]
     rows = bank.row_index(ki, bins[bi, ki])

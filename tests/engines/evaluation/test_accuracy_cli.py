@@ -17,6 +17,16 @@ def test_missing_model_fails_clearly(tmp_path):
         accuracy.run(args)
 
 
+def test_fit_overrides_reject_malformed_and_unknown_settings(tmp_path):
+    model = tiny_bundle(BodyModel.default()).save(tmp_path / "m.safetensors")
+    for bad, err, match in (("regression_prior_weight", SystemExit, "KEY=VALUE"),
+                            ("no_such_key=1", ValueError, "no_such_key"),
+                            ("warm_steps=many", ValueError, "warm_steps")):  # fmt: skip
+        args = accuracy.parse_args(["--quick", "--model", str(model), "--fit-set", bad])
+        with pytest.raises(err, match=match):
+            accuracy.run(args)
+
+
 @pytest.mark.slow
 def test_quick_run_on_real_format_data(tmp_path, capsys):
     model = tiny_bundle(BodyModel.default()).save(tmp_path / "m.safetensors")
