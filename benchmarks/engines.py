@@ -13,7 +13,6 @@ average before/after is recorded: on a shared machine, torch's thread pool suffe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import emit
 from engines.backends import BackendUnavailableError, EngineConfig, create_engine
 from engines.featnet import FeatNetConfig, FeatureNet
 
@@ -113,10 +113,7 @@ def main() -> None:
     repeats = a.repeats or (10 if a.quick else 50)
     with tempfile.TemporaryDirectory() as tmp:
         result = run(repeats, 2 if a.quick else 5, a.checkpoint, a.cache_dir or tmp, a.ort_threads)
-    if not a.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    emit(result, RESULTS, a.quick)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,8 @@ max_abs_diff compares the two losses.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import emit, environment
 from engines.body import BodyModel
 from engines.fitter import BodyState, NBVFitter, hinge_prior
 from engines.likelihood import feature_likelihood
@@ -147,13 +146,8 @@ def main() -> None:
     result["kinematic_chain"] = measure_chain(rounds)
     if not args.quick:
         result["cases"] = [main_case, measure(4, max(5, rounds // 2))]
-    result["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
-    result["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform()}
-    result["torch"] = torch.__version__
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    result.update(environment(load0))
+    emit(result, RESULTS, args.quick)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ process CPU time per step (all threads) is reported too (*_cpu_ms).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import emit, environment
 from engines.body import BodyModel
 from engines.nbv import NeuralBodyVolume
 from engines.render import Camera, render, render_features
@@ -129,13 +128,8 @@ def main() -> None:
             measure(8, 80, max(3, rounds // 3), fast_per_round=3, warmup=1),
             measure(1, 64, rounds, fast_per_round=5, warmup=2),
         ]
-    result["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
-    result["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform()}
-    result["torch"] = torch.__version__
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
+    result.update(environment(load0))
+    emit(result, RESULTS, args.quick)
 
 
 if __name__ == "__main__":

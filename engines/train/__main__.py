@@ -1,4 +1,10 @@
-"""``python -m engines.train --config configs/train.yaml [--resume] [--steps N] [--export PATH]``"""
+"""``python -m engines.train --config configs/train.yaml [--resume] [--steps N] [--export PATH]``
+
+A warm restart of a shipped model (fresh optimiser, a new warm-up + cosine from ``--lr``):
+``--resume-from engines/data/nbf_model.safetensors --schedule-start STEP --steps TOTAL --lr LR``
+where STEP is the bundle's step; an interrupted run continues with ``--resume`` and the same
+``--schedule-start``/``--steps``/``--lr``.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, help="override the number of steps")
     ap.add_argument("--out-dir", help="override out_dir")
     ap.add_argument("--threads", type=int, help="override threads (torch intra-op threads)")
+    ap.add_argument("--lr", type=float, help="override lr (peak of the schedule)")
+    ap.add_argument("--schedule-start", type=int, help="step where the LR schedule (re)starts")
     ap.add_argument("--export", type=Path, help="also write the final bundle here")
     args = ap.parse_args(argv)
     overrides = {}
@@ -30,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["out_dir"] = args.out_dir
     if args.threads is not None:
         overrides["threads"] = args.threads
+    if args.lr is not None:
+        overrides["lr"] = args.lr
+    if args.schedule_start is not None:
+        overrides["schedule_start"] = args.schedule_start
     cfg = load_train_config(args.config, overrides)
 
     from engines.synth.dataset import SynthConfig, SynthDataset

@@ -21,6 +21,8 @@ class TrainConfig:
     lr: float = 2e-4
     lr_schedule: str = "constant"  # or "cosine": decays to lr * lr_min_factor at ``steps``
     lr_min_factor: float = 0.05
+    schedule_start: int = 0  # step at which the schedule (warm-up, cosine) starts: a warm restart
+    warmup_steps: int = 0  # linear warm-up from 0 over this many steps after schedule_start
     weight_decay: float = 0.0
     val_every: int = 250
     val_batches: int = 8
@@ -32,6 +34,8 @@ class TrainConfig:
     clutter_per_image: int = 10
     pool_slots: int = 10  # render slots M of the true-pose render that pools kernel targets
     pool_min_weight: float = 0.1  # a kernel is a target when its pooled weights sum above this
+    max_targets: int = 0  # InfoNCE on at most this many random targets per batch (0 = all)
+    channels_last: bool = False  # train in channels-last memory format (faster convs on CPU)
     workers: int = 1
     threads: int = 0  # torch intra-op threads (0: torch default)
     init_mean_pose: bool = True  # start the pose head at the mean training pose (not the T-pose)
@@ -53,6 +57,12 @@ class TrainConfig:
             )
         if self.pool_slots < 1:
             raise ValueError("train config: pool_slots must be >= 1")
+        if not 0 <= self.schedule_start < self.steps:
+            raise ValueError("train config: schedule_start must be in [0, steps)")
+        if self.warmup_steps < 0:
+            raise ValueError("train config: warmup_steps must be >= 0")
+        if self.max_targets < 0:
+            raise ValueError("train config: max_targets must be >= 0 (0 = all)")
         if self.pool_min_weight < 0:
             raise ValueError("train config: pool_min_weight must be >= 0")
         if not 0 < self.lr_min_factor <= 1:
@@ -84,12 +94,20 @@ class TrainConfig:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Learning rate at ``step`` (0-based) under ``cfg.lr_schedule``."""
+    """Learning rate at ``step`` (0-based, counted from the first training step ever).
+
+    The schedule runs from ``cfg.schedule_start`` (0, or the step a resumed run restarts it at)
+    to ``cfg.steps``: a linear warm-up over ``cfg.warmup_steps``, then ``cfg.lr_schedule``
+    (constant, or a cosine from ``lr`` down to ``lr * lr_min_factor`` at ``cfg.steps``).
+    """
+    t = step - cfg.schedule_start
+    span = cfg.steps - cfg.schedule_start
+    warm = min(1.0, (t + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     if cfg.lr_schedule == "constant":
-        return cfg.lr
-    frac = min(max(step / cfg.steps, 0.0), 1.0)
+        return cfg.lr * warm
+    frac = min(max(t / span, 0.0), 1.0)
     lo = cfg.lr_min_factor
-    return cfg.lr * (lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+    return warm * cfg.lr * (lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * frac)))
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

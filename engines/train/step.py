@@ -95,6 +95,7 @@ def step(
     generator: torch.Generator | None = None,
     pool_slots: int = 10,
     pool_min_weight: float = 0.1,
+    max_targets: int = 0,
 ) -> StepOutputs:
     """Losses of one batch; updates the bank (EMA rows, clutter FIFO) after scoring.
 
@@ -106,17 +107,27 @@ def step(
     cm on the body) only ~25 kernels per image got a weight above 1e-3 (the front slot is the
     nearest candidate by depth, usually a grazing one); M = 10 gives ~340 of the ~430 kernels
     a view shows, 14x more targets per image, and trains the features the fitter compares.
+
+    ``max_targets`` > 0 scores InfoNCE on a random subset of at most that many targets (drawn
+    with ``generator``), and ``top1`` is measured on that subset; the bank is still updated
+    with all of them. At batch 16 the ~5,400 targets x ~4,700 logits made the loss as costly
+    as the network's forward and backward (``python -m benchmarks.train``); neighbouring
+    kernels of one image give strongly correlated gradients, so a subset loses little.
     """
     if pool_slots < 1:
         raise ValueError(f"pool_slots must be >= 1, got {pool_slots}")
     if not pool_min_weight >= 0:
         raise ValueError(f"pool_min_weight must be >= 0, got {pool_min_weight}")
+    if max_targets < 0:
+        raise ValueError(f"max_targets must be >= 0 (0 = all), got {max_targets}")
     missing = set(BATCH_KEYS) - set(batch)
     if missing:
         raise ValueError(f"batch is missing keys {sorted(missing)}")
     from engines.featnet import normalize_images
 
     images = normalize_images(batch["image"])
+    if next(net.parameters()).is_contiguous(memory_format=torch.channels_last):
+        images = images.contiguous(memory_format=torch.channels_last)
     B, _, S, _ = images.shape
     out = net(images)
     feats = out["features"]  # [B, D, h, w]
@@ -124,7 +135,7 @@ def step(
     stride = S // h
     K = batch["K"].float()
 
-    # --- contrastive: pool features onto visible kernels with the M = 1 render of the truth
+    # --- contrastive: pool features onto visible kernels with the M-slot render of the truth
     with torch.no_grad():
         centres, joints = nbv.pose(
             body, batch["global_orient"].float(), batch["body_pose"].float(),
@@ -140,8 +151,11 @@ def step(
     bi, ki = visible.nonzero(as_tuple=True)
     vfeat = F.normalize(pooled[bi, ki], dim=-1)  # [N, D]
     rows = bank.row_index(ki, bins[bi, ki])
-    loss_con = info_nce(vfeat, rows, ki, bank, nbv.adjacency)
-    top1 = kernel_top1(vfeat.detach(), ki, bank, nbv.adjacency)
+    sub = slice(None)
+    if 0 < max_targets < vfeat.shape[0]:
+        sub = torch.randperm(vfeat.shape[0], generator=generator)[:max_targets]
+    loss_con = info_nce(vfeat[sub], rows[sub], ki[sub], bank, nbv.adjacency)
+    top1 = kernel_top1(vfeat[sub].detach(), ki[sub], bank, nbv.adjacency)
 
     # background pixels: a few per image, away from the body and on occluders
     fmap = feats.permute(0, 2, 3, 1)  # [B, h, w, D]

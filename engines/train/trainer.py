@@ -87,6 +87,8 @@ class Trainer:
         if cfg.init_mean_pose:
             with torch.no_grad():
                 self.net.pose_bias[1:] = mean_pose_6d()
+        if cfg.channels_last:  # conv weights only; checkpoints are written contiguous
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.bank = FeatureBank(
             self.nbv.num_kernels, self.nbv.num_bins, self.net.config.feature_dim,
             BankConfig(**cfg.bank), seed=cfg.seed,
@@ -200,6 +202,7 @@ class Trainer:
                 self.net, self.body, self.nbv, self.bank, batch, self.weights,
                 cfg.contrastive_weight, cfg.background_weight, cfg.clutter_per_image,
                 generator=self.gen, pool_slots=cfg.pool_slots, pool_min_weight=cfg.pool_min_weight,
+                max_targets=cfg.max_targets,
             )  # fmt: skip
             if not math.isfinite(so.terms["total"]):
                 raise FloatingPointError(f"non-finite loss at step {self.step_count}: {so.terms}")

@@ -45,7 +45,28 @@ def test_all_slots_give_more_targets_than_the_front_slot(setup):
     assert 0 < front < _run(setup, pool_slots=10, pool_min_weight=1e-3).n_visible
 
 
-@pytest.mark.parametrize("kw", [{"pool_slots": 0}, {"pool_min_weight": -1.0}])
+def test_target_subset_scores_fewer_but_updates_the_bank_with_all(setup):
+    body, bundle, nbv, batch = setup
+    kw = {"pool_min_weight": 1e-3}
+    n = _run(setup, **kw).n_visible
+    assert n > 20
+    full = _run(setup, generator=torch.Generator().manual_seed(0), **kw)
+    same = _run(setup, max_targets=n, generator=torch.Generator().manual_seed(0), **kw)
+    assert same.terms["contrastive"] == pytest.approx(full.terms["contrastive"])
+    sub = [_run(setup, max_targets=n // 3, generator=torch.Generator().manual_seed(s), **kw)
+           for s in (0, 1)]  # fmt: skip
+    assert sub[0].terms["contrastive"] != sub[1].terms["contrastive"]  # a random subset
+    assert sub[0].n_visible == n
+    seen = []
+    for k in (0, n // 3):  # the bank learns every target's row either way
+        bank = type(bundle.bank)(nbv.num_kernels, nbv.num_bins, bundle.bank.dim)
+        step(bundle.net.eval(), body, nbv, bank, batch, RegressionWeights(), max_targets=k,
+             generator=torch.Generator().manual_seed(0), **kw)  # fmt: skip
+        seen.append(bank.seen.clone())
+    assert torch.equal(seen[0], seen[1]) and int(seen[0].sum()) > n // 3
+
+
+@pytest.mark.parametrize("kw", [{"pool_slots": 0}, {"pool_min_weight": -1.0}, {"max_targets": -1}])
 def test_bad_pooling_settings_are_rejected(setup, kw):
-    with pytest.raises(ValueError, match="pool_"):
+    with pytest.raises(ValueError, match=next(iter(kw))):
         _run(setup, **kw)

@@ -151,3 +151,42 @@ def test_cosine_learning_rate_schedule():
     assert learning_rate(TrainConfig(lr=2e-3), 77) == 2e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
+
+
+def test_warm_restart_schedule_starts_at_schedule_start_with_warmup():
+    from engines.train.config import TrainConfig, learning_rate
+
+    cfg = TrainConfig(steps=300, lr=1e-3, lr_schedule="cosine", lr_min_factor=0.1,
+                      schedule_start=100, warmup_steps=10)  # fmt: skip
+    assert learning_rate(cfg, 100) == pytest.approx(1e-4)  # first step of the warm-up
+    assert learning_rate(cfg, 109) == pytest.approx(1e-3, rel=0.01)
+    assert learning_rate(cfg, 200) == pytest.approx(0.55e-3)  # half way from 100 to 300
+    assert learning_rate(cfg, 300) == pytest.approx(1e-4)
+    const = TrainConfig(steps=50, lr=2e-3, warmup_steps=4)
+    assert [learning_rate(const, i) for i in range(5)] == pytest.approx([5e-4, 1e-3, 1.5e-3,
+                                                                        2e-3, 2e-3])  # fmt: skip
+    for bad in ({"schedule_start": 50, "steps": 50}, {"warmup_steps": -1}, {"max_targets": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig(**bad)
+
+
+def test_channels_last_training_matches_contiguous(tmp_path):
+    """The channels-last network computes the same losses and gradients as the NCHW one."""
+    from engines.train.step import step
+
+    ds = TinySet(2, 4)
+    batch = collate([ds[i] for i in range(2)])
+    runs = []
+    for cl in (False, True):
+        tr = Trainer(_cfg(tmp_path, channels_last=cl), ds, ds)
+        assert tr.net.stem[0][0].weight.is_contiguous(memory_format=torch.channels_last) == cl
+        so = step(tr.net, tr.body, tr.nbv, tr.bank, batch, tr.weights,
+                  generator=torch.Generator().manual_seed(0))  # fmt: skip
+        so.total.backward()
+        runs.append((so, {n: p.grad.clone() for n, p in tr.net.named_parameters()}))
+    (a, ga), (b, gb) = runs
+    assert b.terms["total"] == pytest.approx(a.terms["total"], rel=1e-4)
+    for n in ga:
+        torch.testing.assert_close(gb[n], ga[n], rtol=1e-3, atol=1e-5, msg=n)
+    state = Trainer(_cfg(tmp_path, channels_last=True), ds, ds).save()
+    assert load_model(state).net.stem[0][0].weight.is_contiguous()  # written NCHW
