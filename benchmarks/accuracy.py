@@ -21,9 +21,8 @@ The full run renders 10 sequences of 8 frames (two per holdout take), cold-fits 
 run time), warm-fits every frame (batched across sequences) and searches the full AdvOcc grid.
 Fewer frames are not enough to compare models or fit settings: with 5 x 8 frames and 10
 cold-fitted, the cold_fit - regression difference moved by 10-20% of the error between samples.
-``--quick`` subsamples the AdvOcc grid (every 4th row/column)
-and scales the cold-fit schedule by ``--fit-scale`` 0.25 (numbers are for a smoke test, not for
-comparison; see "meta").
+``--quick`` subsamples the AdvOcc grid (every 4th row/column) and scales the cold-fit schedule
+by ``--fit-scale`` 0.25 (numbers are for a smoke test, not for comparison; see "meta").
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
     python -m benchmarks.train --quick     # last line: one JSON object
     python -m benchmarks.train             # more rounds; writes results/train.json
 
-One step = ``engines.train.step.step`` (network forward, M = 10 render of the true pose, pooled
-kernel targets, InfoNCE against the bank, background push, regression losses) + backward +
-gradient clipping + Adam, as in ``engines.train.trainer.Trainer.run``, on one fixed batch of
+One step = ``engines.train.trainer.Trainer.train_step`` (network forward, M = 10 render of the
+true pose, pooled kernel targets, InfoNCE against the bank, background push, regression losses,
+backward, gradient clipping, Adam), the step of ``Trainer.run``, on one fixed batch of
 synthetic training crops (``configs/train.yaml``'s data and network settings). Variants:
 
 - ``baseline``: InfoNCE on every visible kernel target (~5,400 at batch 16), NCHW;
@@ -41,23 +41,6 @@ def _trainer(overrides: dict[str, Any], train_set, val_set) -> Trainer:
     return Trainer(cfg, train_set, val_set)
 
 
-def _one_step(tr: Trainer, batch: dict[str, torch.Tensor]) -> float:
-    from engines.train.step import step
-
-    cfg = tr.cfg
-    so = step(
-        tr.net, tr.body, tr.nbv, tr.bank, batch, tr.weights, cfg.contrastive_weight,
-        cfg.background_weight, cfg.clutter_per_image, generator=tr.gen,
-        pool_slots=cfg.pool_slots, pool_min_weight=cfg.pool_min_weight,
-        max_targets=cfg.max_targets,
-    )  # fmt: skip
-    tr.opt.zero_grad(set_to_none=True)
-    so.total.backward()
-    torch.nn.utils.clip_grad_norm_(tr.net.parameters(), 10.0)
-    tr.opt.step()
-    return so.terms["total"]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batch 8, 3 rounds; no results file")
@@ -84,14 +67,14 @@ def main() -> None:
         for name, o in variants.items()
     }
     for tr in trainers.values():  # warm-up (allocator, bank rows seen once)
-        _one_step(tr, batch)
+        tr.train_step(batch)
     wall: dict[str, list[float]] = {n: [] for n in trainers}
     cpu: dict[str, list[float]] = {n: [] for n in trainers}
     load0 = os.getloadavg()[0]
     for _ in range(rounds):
         for name, tr in trainers.items():
             t, c = time.perf_counter(), time.process_time()
-            _one_step(tr, batch)
+            tr.train_step(batch)
             wall[name].append(time.perf_counter() - t)
             cpu[name].append(time.process_time() - c)
     ms = {n: 1e3 * statistics.median(v) for n, v in wall.items()}

@@ -31,17 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schedule-start", type=int, help="step where the LR schedule (re)starts")
     ap.add_argument("--export", type=Path, help="also write the final bundle here")
     args = ap.parse_args(argv)
-    overrides = {}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.out_dir:
-        overrides["out_dir"] = args.out_dir
-    if args.threads is not None:
-        overrides["threads"] = args.threads
-    if args.lr is not None:
-        overrides["lr"] = args.lr
-    if args.schedule_start is not None:
-        overrides["schedule_start"] = args.schedule_start
+    names = ("steps", "out_dir", "threads", "lr", "schedule_start")
+    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = load_train_config(args.config, overrides)
 
     from engines.synth.dataset import SynthConfig, SynthDataset

@@ -125,9 +125,7 @@ def step(
         raise ValueError(f"batch is missing keys {sorted(missing)}")
     from engines.featnet import normalize_images
 
-    images = normalize_images(batch["image"])
-    if next(net.parameters()).is_contiguous(memory_format=torch.channels_last):
-        images = images.contiguous(memory_format=torch.channels_last)
+    images = normalize_images(batch["image"])  # a channels-last net makes its outputs NHWC
     B, _, S, _ = images.shape
     out = net(images)
     feats = out["features"]  # [B, D, h, w]

@@ -26,7 +26,7 @@ from engines.rotations import rot6d_to_matrix
 from engines.train.config import TrainConfig, learning_rate
 from engines.train.contrastive import BankConfig, FeatureBank
 from engines.train.regression import RegressionWeights
-from engines.train.step import BATCH_KEYS, body_joints_from_rotmats, step
+from engines.train.step import BATCH_KEYS, StepOutputs, body_joints_from_rotmats, step
 
 __all__ = ["Trainer", "collate", "evaluate_regression", "mean_pose_6d"]
 
@@ -182,6 +182,27 @@ class Trainer:
         return res
 
     # ----------------------------------------------------------------- loop
+    def train_step(self, batch: dict[str, torch.Tensor]) -> StepOutputs:
+        """One optimiser step on ``batch`` (losses, bank update, backward, clipping, Adam at the
+        scheduled learning rate); advances ``step_count``."""
+        cfg = self.cfg
+        so = step(
+            self.net, self.body, self.nbv, self.bank, batch, self.weights,
+            cfg.contrastive_weight, cfg.background_weight, cfg.clutter_per_image,
+            generator=self.gen, pool_slots=cfg.pool_slots, pool_min_weight=cfg.pool_min_weight,
+            max_targets=cfg.max_targets,
+        )  # fmt: skip
+        if not math.isfinite(so.terms["total"]):
+            raise FloatingPointError(f"non-finite loss at step {self.step_count}: {so.terms}")
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(cfg, self.step_count)
+        self.opt.zero_grad(set_to_none=True)
+        so.total.backward()
+        torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
+        self.opt.step()
+        self.step_count += 1
+        return so
+
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
         from tqdm import tqdm
 
@@ -198,21 +219,7 @@ class Trainer:
             except StopIteration:
                 it = iter(loader)
                 batch = next(it)
-            so = step(
-                self.net, self.body, self.nbv, self.bank, batch, self.weights,
-                cfg.contrastive_weight, cfg.background_weight, cfg.clutter_per_image,
-                generator=self.gen, pool_slots=cfg.pool_slots, pool_min_weight=cfg.pool_min_weight,
-                max_targets=cfg.max_targets,
-            )  # fmt: skip
-            if not math.isfinite(so.terms["total"]):
-                raise FloatingPointError(f"non-finite loss at step {self.step_count}: {so.terms}")
-            for group in self.opt.param_groups:
-                group["lr"] = learning_rate(cfg, self.step_count)
-            self.opt.zero_grad(set_to_none=True)
-            so.total.backward()
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
-            self.opt.step()
-            self.step_count += 1
+            so = self.train_step(batch)
             bar.update(1)
             if self.step_count % cfg.log_every == 0:
                 bar.set_postfix(loss=f"{so.terms['total']:.3f}", top1=f"{so.top1:.2f}")
