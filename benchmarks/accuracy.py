@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--protocols", default="clean,occ,advocc40,advocc80")
     ap.add_argument("--warm-steps", type=_parse_ints, help="warm_fit@n sweep, e.g. 1,2,4,8,16")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="eval", choices=["eval", "val"],
+                    help="synthetic data: eval = holdout takes (report); val = validation takes "
+                    "(choose settings on these, not on eval)")  # fmt: skip
     ap.add_argument("--grid-step", type=int, help="AdvOcc: every n-th grid row/column")
     ap.add_argument("--cold-every", type=int, help="cold fits on every n-th frame")
     ap.add_argument("--fit-batch", type=int, default=8, help="bodies per cold-fit batch")
@@ -141,8 +144,11 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         seqs = data.sequences()
         source = {"real_npz": str(args.real_npz), "frames": len(data)}
     else:
-        seqs = synthetic_sequences(args.sequences, args.frames, S, args.seed, progress=say)
-        source = {"synthetic": "eval split (holdout takes)", "sequences": len(seqs),
+        seqs = synthetic_sequences(
+            args.sequences, args.frames, S, args.seed, progress=say, split=args.split
+        )
+        takes = "holdout takes" if args.split == "eval" else "validation takes"
+        source = {"synthetic": f"{args.split} split ({takes})", "sequences": len(seqs),
                   "frames_per_sequence": args.frames}  # fmt: skip
     bank = BackgroundBank("heldout")
     results: dict = {}
@@ -183,10 +189,10 @@ def run(args: argparse.Namespace, progress=None) -> dict:
     if not args.real_npz:  # feature quality on held-out synthetic images
         say("kernel_top1")
         n_img = 32 if args.quick else 128
-        results["kernel_top1"] = kernel_top1_eval(bundle, n_img, args.seed)
+        results["kernel_top1"] = kernel_top1_eval(bundle, n_img, args.seed, split=args.split)
         # the released code's target set (front slot of an M = 1 render): for comparison
         results["kernel_top1_front"] = kernel_top1_eval(
-            bundle, n_img, args.seed, pool_slots=1, pool_min_weight=1e-3
+            bundle, n_img, args.seed, pool_slots=1, pool_min_weight=1e-3, split=args.split
         )
     results["meta"] = {
         "model": str(model_path),

@@ -151,8 +151,9 @@ def normalize_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be [B, H, W, 3] or [H, W, 3], got {tuple(images.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    dev = images.device
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=dev).view(1, 3, 1, 1) * 255.0
     x = images.permute(0, 3, 1, 2).to(torch.float32)
     return ((x - mean) / std).contiguous()
 

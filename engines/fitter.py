@@ -5,7 +5,8 @@ and pass them in; every entry point returns new states and leaves its inputs unt
 
 - :meth:`NBVFitter.cold_start`: from the regression head; the released code's two Adam stages
   (global orient + translation, then global orient + body pose), the best iterate kept per body,
-  and optionally the front/back-flipped start scored and optimised too.
+  and optionally the front/back-flipped start scored and optimised too; given the network's
+  part logits, the two are compared with the part term as well (``FitConfig.part_weight``).
 - :meth:`NBVFitter.warm_start`: from the previous frame's fit (optionally extrapolated with the
   last velocity), a few steps on all pose parameters, with diagnostics (final likelihood,
   occlusion map, a ``lost`` flag when the body no longer explains the image).
@@ -22,7 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from engines.body import BodyModel
-from engines.likelihood import LikelihoodOutput, feature_likelihood_from_cos
+from engines.likelihood import LikelihoodOutput, feature_likelihood_from_cos, part_likelihood
 from engines.nbv import NeuralBodyVolume
 from engines.render import Camera, render, render_cosine, render_features
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
@@ -71,6 +72,11 @@ class FitConfig:
     # (benchmarks.accuracy, 5 x 8 held-out frames): 0 / 0.3 / 1 / 3; 1 keeps clean fits at the
     # regression's error (without it fitting added ~25%) and the AdvOcc@80 gain
     regression_prior_weight: float = 1.0
+    # the cold start's hypotheses (the regression's start and its front/back flip) are compared
+    # on objective + part_weight * part term (engines.likelihood.part_likelihood: the rendered
+    # part labels against the network's part head) when the caller passes part logits. Only in
+    # that choice: inside the objective the term made AdvOcc@80 fits worse (val split)
+    part_weight: float = 0.3
     occluded_fraction: float = 0.3  # covered pixels explained by clutter above this: occluded
     lost_fraction: float = 0.85  # ... above this: the body no longer explains the image
     lost_min_coverage: int = 4  # fewer covered pixels than this: lost (body out of view)
@@ -226,6 +232,8 @@ class NBVFitter:
         self.body, self.nbv, self.config = body, nbv, config or FitConfig()
         self.table = kernel_table.detach()
         self.clutter = clutter.detach()
+        # part label of each kernel (dominant skinning joint + 1, as the part head's classes)
+        self.part_labels = body.weights[nbv.kernel_ids].argmax(dim=1) + 1  # [K]
         self.feature_dim = C
         self.pose_prior = None
         if self.config.pose_prior_weight > 0:
@@ -271,7 +279,24 @@ class NBVFitter:
             total = total + cfg.regression_prior_weight * (d**2).sum(dim=1)
         return total, lik, joints
 
-    def _check_inputs(self, state: BodyState, features: torch.Tensor, camera: Camera) -> None:
+    @torch.no_grad()
+    def part_score(
+        self,
+        state: BodyState,
+        camera: Camera,
+        parts: torch.Tensor,  # [B, P, H, W] part-head log-probabilities
+    ) -> torch.Tensor:  # -> [B] engines.likelihood.part_likelihood of the rendered body
+        centres, _ = self.nbv.pose(self.body, *state.as_tuple())
+        out = render(centres, camera, self.config.precision, self.config.M)
+        return part_likelihood(out.idx, out.weights, self.part_labels.to(out.idx.device), parts)
+
+    def _check_inputs(
+        self,
+        state: BodyState,
+        features: torch.Tensor,
+        camera: Camera,
+        part_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:  # -> [B, P, H, W] part log-probabilities (None: no part term)
         if not isinstance(features, torch.Tensor) or features.dim() != 4:
             raise ValueError("features must be a tensor [B, C, H, W]")
         B, C, H, W = features.shape
@@ -281,6 +306,13 @@ class NBVFitter:
             raise ValueError(f"state has {state.batch} bodies but features has B = {B}")
         if (camera.height, camera.width) != (H, W):
             raise ValueError(f"camera is {camera.width}x{camera.height}, features are {W}x{H}")
+        if part_logits is None or self.config.part_weight <= 0:
+            return None
+        P = int(self.part_labels.max()) + 1
+        if not isinstance(part_logits, torch.Tensor) or tuple(part_logits.shape) != (B, P, H, W):
+            got = tuple(part_logits.shape) if isinstance(part_logits, torch.Tensor) else part_logits
+            raise ValueError(f"part_logits must be [B, {P}, H, W] = {(B, P, H, W)}, got {got}")
+        return torch.log_softmax(part_logits.detach().float(), dim=1)
 
     # ------------------------------------------------------------------ optimisation
     def _optimise(
@@ -367,9 +399,17 @@ class NBVFitter:
             steps=steps,
         )
 
-    def cold_start(self, init: BodyState, features: torch.Tensor, camera: Camera) -> FitResult:
-        """Full schedule from the regression head's estimate (betas stay fixed)."""
-        self._check_inputs(init, features, camera)
+    def cold_start(
+        self,
+        init: BodyState,
+        features: torch.Tensor,  # [B, C, H, W] unit features
+        camera: Camera,
+        part_logits: torch.Tensor | None = None,  # [B, P, H, W] part head's logits
+    ) -> FitResult:
+        """Full schedule from the regression head's estimate (betas stay fixed). With
+        ``part_logits`` the hypotheses are compared on objective + ``part_weight`` x
+        :meth:`part_score`."""
+        parts = self._check_inputs(init, features, camera, part_logits)
         cfg = self.config
         starts = [init.detach()]
         if cfg.flip_hypothesis:
@@ -386,6 +426,8 @@ class NBVFitter:
                 s1, features, camera, ("global_orient", "body_pose"), cfg.stage2_steps, cfg.lr,
                 pose_anchor=anchor,
             )  # fmt: skip
+            if parts is not None and len(starts) > 1:  # the hypotheses' score
+                loss = loss + cfg.part_weight * self.part_score(s2, camera, parts)
             if best_state is None:
                 best_state, best_loss, best_anchor = s2, loss, anchor
             else:

@@ -25,6 +25,7 @@ __all__ = [
     "feature_likelihood",
     "feature_likelihood_from_cos",
     "orientation_pi",
+    "part_likelihood",
 ]
 
 _EPS = 1e-8
@@ -153,3 +154,30 @@ def _from_cos(
     covered = support.bool().sum(dim=(1, 2)).clamp(min=1)
     frac = occluded.sum(dim=(1, 2)) / covered
     return LikelihoodOutput(loss, obj, clu, occluded.detach(), frac.detach())
+
+
+def part_likelihood(
+    idx: torch.Tensor,  # [B, H, W, M] kernel index per render slot, -1 for an empty slot
+    weights: torch.Tensor,  # [B, H, W, M] render weights
+    labels: torch.Tensor,  # [K] long part label of each kernel, 1..P-1 (0 is background)
+    log_probs: torch.Tensor,  # [B, P, H, W] log-probabilities of the network's part head
+) -> torch.Tensor:  # -> [B] loss (lower: the part head agrees with the render)
+    """Minus the mean log-probability, under the part head, of the part labels the body renders:
+    ``L = -sum_p sum_m w_pm log p_p(l_m) / sum_p sum_m w_pm`` over the render's slots.
+
+    A body turned front to back swaps its left and right parts in the image, which the feature
+    likelihood tells apart poorly (the fitter uses this to choose between its hypotheses). The
+    part head is trained on the unoccluded (amodal) part map, so occluders are not contradicted.
+    """
+    if idx.ndim != 4 or weights.shape != idx.shape:
+        raise ValueError(f"idx and weights must be [B, H, W, M], got {tuple(idx.shape)}, "
+                         f"{tuple(weights.shape)}")  # fmt: skip
+    b, h, w, _ = idx.shape
+    if log_probs.ndim != 4 or log_probs.shape[0] != b or log_probs.shape[2:] != (h, w):
+        raise ValueError(
+            f"log_probs must be [B, P, H, W] = [{b}, P, {h}, {w}], got {tuple(log_probs.shape)}"
+        )
+    lab = torch.where(idx >= 0, labels[idx.clamp(min=0)], 0)  # [B, H, W, M]
+    lp = torch.gather(log_probs.detach().permute(0, 2, 3, 1), 3, lab)  # [B, H, W, M]
+    wsum = weights.sum(dim=(1, 2, 3)).clamp(min=_EPS)
+    return -(weights * lp).sum(dim=(1, 2, 3)) / wsum

@@ -74,8 +74,9 @@ class ModelBundle:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {f"net.{k}": v.detach().contiguous() for k, v in self.net.state_dict().items()}
-        tensors.update({f"bank.{k}": v.detach().contiguous() for k, v in
+        tensors = {f"net.{k}": v.detach().cpu().contiguous()
+                   for k, v in self.net.state_dict().items()}  # fmt: skip
+        tensors.update({f"bank.{k}": v.detach().cpu().contiguous() for k, v in
                         self.bank.state_dict().items()})  # fmt: skip
         save_file(tensors, str(path), metadata={"format": FORMAT})
         meta = dict(self.metadata)

@@ -11,6 +11,7 @@ key                shape / dtype       meaning
 ``pose6d``         [24, 6] f4          regression head: 6D rotation per joint
 ``betas``          [10] f4             regression head: shape
 ``cam``            [3] f4              regression head: weak perspective (s, tx, ty)
+``part_logits``    [P, h, w] f2 / f4   part head (P = 25: background + 24 joints)
 ``crop_K``         [3, 3] f8           crop camera (frame camera's centre and axes)
 ``crop_window``    [3] f8              (bx, by, s) in frame pixels
 =================  ==================  ==================================================
@@ -150,6 +151,7 @@ class FeatureStage(Stage):
                  for q in msg.persons]  # fmt: skip
         out = self.run_engine(extract_crops(msg.image, crops, p.border_value))
         feats = out["features"].numpy().astype(self._dtype)
+        parts = out["part_logits"].numpy().astype(self._dtype)
         pose6d, betas, cam = (out[k].numpy().astype(np.float32) for k in ("pose6d", "betas", "cam"))
         for i, (person, c) in enumerate(zip(msg.persons, crops, strict=True)):
             person.extras.update(
@@ -157,6 +159,7 @@ class FeatureStage(Stage):
                 pose6d=pose6d[i],
                 betas=betas[i],
                 cam=cam[i],
+                part_logits=parts[i],
                 crop_K=c.K.copy(),
                 crop_window=np.asarray(c.window, np.float64),
             )

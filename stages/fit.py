@@ -148,7 +148,12 @@ class FitStage(Stage):
 
     # ------------------------------------------------------------------ fitting
     def _fit(
-        self, init: BodyState, feats: torch.Tensor, camera: Camera, prior: list[Track | None]
+        self,
+        init: BodyState,
+        feats: torch.Tensor,
+        camera: Camera,
+        prior: list[Track | None],
+        parts: torch.Tensor | None = None,  # [B, P, h, w] part logits (cold starts' choice)
     ) -> tuple[BodyState, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[bool]]:
         """Fit all bodies; returns (state, joints [B,24,3], likelihood, occluded_fraction,
         label codes [B] (0 tracking, 1 occluded, 2 lost), whether each result is a warm fit)."""
@@ -196,7 +201,8 @@ class FitStage(Stage):
                 self.stats["recovered"] += len(again)
         if cold_idx:
             r = self.fitter.cold_start(init.select(cold_idx), feats[cold_idx],
-                                       select_camera(camera, cold_idx))  # fmt: skip
+                                       select_camera(camera, cold_idx),
+                                       None if parts is None else parts[cold_idx])  # fmt: skip
             store(cold_idx, r, False)
             self.stats["cold"] += len(cold_idx)
         return state, joints, lik, frac, code, from_warm
@@ -260,7 +266,10 @@ class FitStage(Stage):
         boxes = np.stack([q.box for q in people]).astype(np.float64)
         sources = np.array([q.track_id for q in people])
         prior = self.tracks.associate(boxes, project_points(reg_joints, K), sources)
-        state, joints, lik, frac, code, warm = self._fit(init, feats, camera, prior)
+        parts = None
+        if all("part_logits" in q.extras for q in people):
+            parts = col("part_logits")
+        state, joints, lik, frac, code, warm = self._fit(init, feats, camera, prior, parts)
         lost_now = [bool(c == 2) for c in code]  # before holding confirmed tracks
         for i, t in enumerate(prior):  # hold confirmed tracks through a short loss
             if (lost_now[i] and t is not None and t.confirmed and t.body is not None

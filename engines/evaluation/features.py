@@ -2,7 +2,8 @@
 
 The fraction of visible kernels whose pooled image feature has its nearest feature-bank row
 (any orientation bin) at that kernel or one of its 1-ring neighbours. Images come from the
-synthetic "eval" split (holdout motion takes, held-out textures and backgrounds), unoccluded.
+synthetic "eval" split (holdout motion takes, held-out textures and backgrounds; or "val"),
+unoccluded.
 
 Visible kernels and their features come from a render of the true pose with ``pool_slots``
 slots per pixel (``engines.train.step``): with M = 10 (the fitter's render, the default) a
@@ -29,6 +30,7 @@ def kernel_top1_eval(
     batch: int = 16,
     pool_slots: int = 10,
     pool_min_weight: float = 0.1,
+    split: str = "eval",  # or "val" (the validation takes: for choosing settings)
 ) -> float:
     from engines.synth.dataset import SynthConfig, SynthDataset
     from engines.train.regression import RegressionWeights
@@ -39,7 +41,9 @@ def kernel_top1_eval(
     nbv = bundle.build_nbv(body)
     cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed, occlusion_prob=0.0,
                       truncation_prob=0.0)  # fmt: skip
-    ds = SynthDataset(cfg, "eval")
+    if split not in ("eval", "val"):
+        raise ValueError(f"split must be 'eval' or 'val', got {split!r}")
+    ds = SynthDataset(cfg, split)
     hits, total = 0.0, 0
     for i in range(0, n, batch):
         b = collate([ds[j] for j in range(i, min(n, i + batch))])

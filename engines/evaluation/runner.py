@@ -66,6 +66,7 @@ class Regression:
     features: torch.Tensor  # [B, D, h, w]
     state: BodyState
     joints: torch.Tensor  # [B, 24, 3] camera frame
+    part_logits: torch.Tensor | None = None  # [B, P, h, w] part head (with the features)
 
 
 @dataclass
@@ -160,7 +161,7 @@ class Evaluator:
         K = np.asarray(K)
         if K.shape != (len(images), 3, 3):
             raise ValueError(f"K must be [B, 3, 3] = [{len(images)}, 3, 3], got {K.shape}")
-        feats, states, joints = [], [], []
+        feats, states, joints, parts = [], [], [], []
         for i in range(0, len(images), self.batch):
             out = self.net(normalize_images(images[i : i + self.batch]))
             Kt = torch.as_tensor(K[i : i + self.batch], dtype=torch.float32)
@@ -170,10 +171,12 @@ class Evaluator:
             joints.append(body_joints_from_rotmats(self.body, R, st.betas) + st.transl[:, None])
             if features:
                 feats.append(out["features"])
+                parts.append(out["part_logits"])
         return Regression(
             torch.cat(feats) if features else torch.empty(0),
             BodyState.cat(states),
             torch.cat(joints),
+            torch.cat(parts) if features else None,
         )
 
     def camera(self, K: np.ndarray):  # [B, 3, 3] -> feature-map Camera
@@ -217,9 +220,10 @@ class Evaluator:
             chunk = jobs[i : i + max(1, batch)]
             init = BodyState.cat([regs[s].state.select(slice(t, t + 1)) for s, t in chunk])
             feats = torch.cat([regs[s].features[t : t + 1] for s, t in chunk])
+            parts = torch.cat([regs[s].part_logits[t : t + 1] for s, t in chunk])
             K = np.stack([pfs[s].K[t] for s, t in chunk])
             t0 = time.perf_counter()
-            res = fitter.cold_start(init, feats, self.camera(K))
+            res = fitter.cold_start(init, feats, self.camera(K), part_logits=parts)
             ms = (time.perf_counter() - t0) * 1000.0 / len(chunk)
             for b, key in enumerate(chunk):
                 res_j[key] = (res.joints[b].numpy(), ms, res.steps, res.state.select([b]))

@@ -1,7 +1,9 @@
 """Evaluation samples: crops with ground truth, grouped into video sequences.
 
 Synthetic sequences come from ``engines.synth.render_sequence`` on the "eval" split: the holdout
-motion takes (``<mocap>/holdout/*.bvh``) with held-out textures and backgrounds. Real data comes
+motion takes (``<mocap>/holdout/*.bvh``) with held-out textures and backgrounds. The "val" split
+(the training directory's validation takes, also with held-out textures and backgrounds) is for
+choosing settings, so that the holdout takes are only ever used to report. Real data comes
 from ``engines.evaluation.realdata``. Geometry: docs/conventions.md (crop camera ``K``, joints in
 the crop camera frame, crop pixels).
 """
@@ -61,25 +63,28 @@ def synthetic_sequences(
     num_frames: int,
     crop_size: int,
     seed: int = 0,
-    takes=None,  # engines.synth.poses.TakeBank; default: the "eval" split (holdout takes)
+    takes=None,  # engines.synth.poses.TakeBank; default: the split's takes
     renderer=None,  # engines.synth.scene.BodyRenderer
     fps: float = 30.0,
     progress=None,  # callable(str) or None
+    split: str = "eval",  # "eval" (holdout takes: report) or "val" (validation takes: tune)
 ) -> list[EvalSequence]:
     """Render ``num_sequences`` held-out sequences (take ``i % n_takes``) of ``num_frames``."""
     from engines.synth import SynthConfig, render_sequence
     from engines.synth.poses import TakeBank, default_mocap_dir, split_takes
 
+    if split not in ("eval", "val"):
+        raise ValueError(f"split must be 'eval' or 'val' (never 'train'), got {split!r}")
     cfg = SynthConfig(crop_size=crop_size, seed=seed)
     if takes is None:
-        takes = TakeBank(split_takes(default_mocap_dir(), "eval"))
+        takes = TakeBank(split_takes(default_mocap_dir(), split))
     out = []
     for i in range(num_sequences):
         if progress is not None:
             progress(f"render sequence {i + 1}/{num_sequences}")
         ti = i % len(takes)
         seq = render_sequence(
-            cfg, "eval", take=ti, num_frames=num_frames, fps=fps, seed=seed + i // len(takes),
+            cfg, split, take=ti, num_frames=num_frames, fps=fps, seed=seed + i // len(takes),
             renderer=renderer, takes=takes,
         )  # fmt: skip
         frames = []

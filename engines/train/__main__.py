@@ -29,9 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="override threads (torch intra-op threads)")
     ap.add_argument("--lr", type=float, help="override lr (peak of the schedule)")
     ap.add_argument("--schedule-start", type=int, help="step where the LR schedule (re)starts")
+    ap.add_argument("--device", help="override device (cpu, cuda, cuda:N, auto)")
+    ap.add_argument("--workers", type=int, help="override workers (data rendering processes)")
     ap.add_argument("--export", type=Path, help="also write the final bundle here")
     args = ap.parse_args(argv)
-    names = ("steps", "out_dir", "threads", "lr", "schedule_start")
+    names = ("steps", "out_dir", "threads", "lr", "schedule_start", "device", "workers")
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     cfg = load_train_config(args.config, overrides)
 

@@ -38,6 +38,9 @@ class TrainConfig:
     channels_last: bool = False  # train in channels-last memory format (faster convs on CPU)
     workers: int = 1
     threads: int = 0  # torch intra-op threads (0: torch default)
+    # where the network, the bank and the losses run: "cpu", "cuda", "cuda:N", or "auto" (CUDA
+    # when available). The synthetic data is always rendered on CPU by the loader's workers.
+    device: str = "cpu"
     init_mean_pose: bool = True  # start the pose head at the mean training pose (not the T-pose)
     featnet: dict[str, Any] = field(default_factory=dict)
     nbv: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +68,9 @@ class TrainConfig:
             raise ValueError("train config: max_targets must be >= 0 (0 = all)")
         if self.pool_min_weight < 0:
             raise ValueError("train config: pool_min_weight must be >= 0")
+        d = self.device
+        if not (d in ("cpu", "cuda", "auto") or (d.startswith("cuda:") and d[5:].isdigit())):
+            raise ValueError(f"train config: device must be cpu|cuda|cuda:N|auto, got {d!r}")
         if not 0 < self.lr_min_factor <= 1:
             raise ValueError("train config: lr_min_factor must be in (0, 1]")
 

@@ -77,7 +77,8 @@ class FeatureBank(torch.nn.Module):
         if feats.shape[0] == 0:
             return
         uniq, inv = torch.unique(rows, return_inverse=True)
-        summed = torch.zeros(len(uniq), self.dim, dtype=feats.dtype).index_add_(0, inv, feats)
+        summed = torch.zeros(len(uniq), self.dim, dtype=feats.dtype, device=feats.device)
+        summed = summed.index_add_(0, inv, feats)
         mean = F.normalize(summed, dim=-1).to(self.rows.dtype)
         m = torch.where(self.seen[uniq], self.config.momentum, 0.0)[:, None]
         self.rows[uniq] = F.normalize(m * self.rows[uniq] + (1 - m) * mean, dim=-1)
@@ -88,9 +89,9 @@ class FeatureBank(torch.nn.Module):
         """Write background features into the FIFO (oldest rows overwritten first)."""
         _check("feats", feats, 2, "[N, C]")
         q = self.clutter.shape[0]
-        feats = F.normalize(feats.detach().to(self.clutter.dtype), dim=-1)[-q:]
+        feats = F.normalize(feats.detach().to(self.clutter), dim=-1)[-q:]
         n = feats.shape[0]
-        idx = (self.clutter_ptr + torch.arange(n)) % q
+        idx = (self.clutter_ptr + torch.arange(n, device=self.clutter.device)) % q
         self.clutter[idx] = feats
         self.clutter_ptr.fill_(int((self.clutter_ptr + n) % q))
 

@@ -70,7 +70,7 @@ def body_joints_from_rotmats(
         None,
         body.parents,
         body.weights,
-        vertex_ids=torch.zeros(1, dtype=torch.long),
+        vertex_ids=torch.zeros(1, dtype=torch.long, device=betas.device),
         pose2rot=False,
         joint_basis_=(body.J_template, body.J_shapedirs),
     )

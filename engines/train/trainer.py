@@ -28,7 +28,35 @@ from engines.train.contrastive import BankConfig, FeatureBank
 from engines.train.regression import RegressionWeights
 from engines.train.step import BATCH_KEYS, StepOutputs, body_joints_from_rotmats, step
 
-__all__ = ["Trainer", "collate", "evaluate_regression", "mean_pose_6d"]
+__all__ = ["Trainer", "collate", "evaluate_regression", "mean_pose_6d", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``TrainConfig.device`` as a torch device; a CUDA device that is not there is an error
+    (:class:`engines.backends.base.DeviceUnavailableError`), never a silent fall-back to CPU."""
+    from engines.backends.base import DeviceUnavailableError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"train config asks for device {name!r} but CUDA is not available "
+                f"(torch {torch.__version__}, built with CUDA: {torch.version.cuda}); "
+                "use device: cpu, or install a CUDA build of torch (docs/gpu.md)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    return dev
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    if all(v.device == device for v in batch.values()):
+        return batch
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def mean_pose_6d() -> torch.Tensor:  # -> [23, 6]
@@ -53,11 +81,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def _loader(dataset: Dataset, cfg: TrainConfig, shuffle: bool, seed: int) -> DataLoader:
+def _loader(dataset: Dataset, cfg: TrainConfig, shuffle: bool, seed: int,
+            pin_memory: bool = False) -> DataLoader:  # fmt: skip
     g = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
-        collate_fn=collate, generator=g, drop_last=shuffle,
+        collate_fn=collate, generator=g, drop_last=shuffle, pin_memory=pin_memory,
         persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers > 0 else None,
     )  # fmt: skip
 
@@ -68,31 +97,43 @@ def evaluate_regression(
 ) -> tuple[np.ndarray, np.ndarray]:  # -> pred joints [B, 24, 3], gt joints [B, 24, 3]
     out = net(normalize_images(batch["image"]))
     pred = body_joints_from_rotmats(body, rot6d_to_matrix(out["pose6d"]), out["betas"])
-    return pred.numpy(), batch["joints3d"].float().numpy()
+    return pred.cpu().numpy(), batch["joints3d"].float().cpu().numpy()
 
 
 class Trainer:
-    """Owns the network, the bank, the optimiser and the data; ``run()`` trains to ``steps``."""
+    """Owns the network, the bank, the optimiser and the data; ``run()`` trains to ``steps``.
+
+    Everything it owns lives on ``cfg.device`` (a caller's ``body`` is copied there, not moved);
+    checkpoints are written from CPU copies and load on any device."""
 
     def __init__(self, cfg: TrainConfig, train_set: Dataset, val_set: Dataset,
                  body: BodyModel | None = None) -> None:  # fmt: skip
         self.cfg = cfg
+        self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.body = body or BodyModel.default()
         self.nbv_config = NBVConfig.from_dict(cfg.nbv)
         self.nbv = NeuralBodyVolume(self.body, self.nbv_config)
+        if self.device.type != "cpu":
+            import copy
+
+            self.body = copy.deepcopy(self.body).to(self.device)
+            self.nbv = self.nbv.to(self.device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.net = FeatureNet(FeatNetConfig.from_dict(cfg.featnet))
         if cfg.init_mean_pose:
             with torch.no_grad():
                 self.net.pose_bias[1:] = mean_pose_6d()
+        self.net = self.net.to(self.device)
         if cfg.channels_last:  # conv weights only; checkpoints are written contiguous
             self.net = self.net.to(memory_format=torch.channels_last)
         self.bank = FeatureBank(
             self.nbv.num_kernels, self.nbv.num_bins, self.net.config.feature_dim,
             BankConfig(**cfg.bank), seed=cfg.seed,
-        )  # fmt: skip
+        ).to(self.device)  # fmt: skip
         self.weights = RegressionWeights.from_dict(cfg.regression)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr,
                                     weight_decay=cfg.weight_decay)  # fmt: skip
@@ -143,10 +184,10 @@ class Trainer:
         state_path = path.with_suffix(".train.pt")
         # a head added since (featnet.pose_mlp, initialised near zero): the optimiser starts afresh
         if state_path.is_file() and not missing:
-            state = torch.load(state_path, weights_only=True)
+            state = torch.load(state_path, weights_only=True, map_location=self.device)
             self.opt.load_state_dict(state["optimizer"])
             self.step_count = int(state["step"])
-            self.gen.set_state(state["rng"])
+            self.gen.set_state(state["rng"].cpu())
         else:  # a shipped bundle: weights and bank only; the optimiser starts afresh
             self.step_count = int(b.metadata.get("step", 0))
         self.history = list(b.metadata.get("history", []))
@@ -163,6 +204,7 @@ class Trainer:
         for i, batch in enumerate(loader):
             if i >= self.cfg.val_batches:
                 break
+            batch = to_device(batch, self.device)
             so = step(self.net, self.body, self.nbv, self.bank, batch, self.weights,
                       update_bank=False, generator=torch.Generator().manual_seed(i),
                       pool_slots=self.cfg.pool_slots,
@@ -186,6 +228,7 @@ class Trainer:
         """One optimiser step on ``batch`` (losses, bank update, backward, clipping, Adam at the
         scheduled learning rate); advances ``step_count``."""
         cfg = self.cfg
+        batch = to_device(batch, self.device)
         so = step(
             self.net, self.body, self.nbv, self.bank, batch, self.weights,
             cfg.contrastive_weight, cfg.background_weight, cfg.clutter_per_image,
@@ -208,7 +251,8 @@ class Trainer:
 
         cfg = self.cfg
         self.net.train()
-        loader = _loader(self.train_set, cfg, shuffle=True, seed=cfg.seed + self.step_count)
+        loader = _loader(self.train_set, cfg, shuffle=True, seed=cfg.seed + self.step_count,
+                         pin_memory=self.device.type == "cuda")  # fmt: skip
         bar = tqdm(total=cfg.steps, initial=self.step_count, disable=not progress,
                    desc="train", unit="step", dynamic_ncols=True)  # fmt: skip
         it = iter(loader)

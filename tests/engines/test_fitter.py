@@ -271,3 +271,47 @@ def test_regression_prior_pulls_the_body_pose_towards_the_anchor(scene):
     assert (res.state.body_pose - anchor).norm() < d_free
     with pytest.raises(ValueError, match="regression"):
         held.warm_start(prev, feats, cam, regression=BodyState.cat([reg, reg]))
+
+
+def _part_logits(scene, state):
+    """Part-head logits that put each pixel's mass on the part the body shows there."""
+    body, nbv, *_ = scene
+    fitter = NBVFitter(*scene[:4])
+    centres, _ = nbv.pose(body, *state.as_tuple())
+    out = render(centres, scene[4], 4000.0, 10)
+    front = torch.where(out.idx[..., 0] >= 0, fitter.part_labels[out.idx[..., 0].clamp(min=0)], 0)
+    return 6.0 * F.one_hot(front, 25).permute(0, 3, 1, 2).float()  # [1, 25, 48, 48]
+
+
+def test_part_score_tells_the_truth_from_its_flip_and_decides_between_hypotheses(scene):
+    """The part term scores the truth above its front/back flip (left and right parts swap in
+    the image). It only enters the cold start's choice between hypotheses: part logits of the
+    flipped body and a large weight make the flipped hypothesis win; without logits, with
+    weight 0 or without the flip hypothesis the fit is the plain one."""
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    flipped = flip_front_back(gt, body.rest_joints(gt.betas)[:, 0])
+    fitter = NBVFitter(body, nbv, table, clutter, FitConfig())
+    logp = torch.log_softmax(_part_logits(scene, gt), dim=1)
+    assert float(fitter.part_score(gt, cam, logp)) < float(fitter.part_score(flipped, cam, logp))
+    with pytest.raises(ValueError, match="part_logits"):
+        fitter.cold_start(gt, feats, cam, part_logits=_part_logits(scene, gt)[:, :24])
+
+    cfg = dict(stage1_steps=3, stage2_steps=3)
+    start = _perturb(gt)
+    lying = _part_logits(scene, flip_front_back(start, body.rest_joints(gt.betas)[:, 0]))
+    plain = NBVFitter(body, nbv, table, clutter, FitConfig(**cfg)).cold_start(start, feats, cam)
+    swayed = NBVFitter(body, nbv, table, clutter, FitConfig(part_weight=100.0, **cfg))
+    res = swayed.cold_start(start, feats, cam, part_logits=lying)
+    go = lambda r: r.state.global_orient  # noqa: E731
+    assert (go(res) - go(plain)).norm() > 1.0  # the other (flipped) hypothesis won
+    for f, logits in (
+        (NBVFitter(body, nbv, table, clutter, FitConfig(part_weight=0.0, **cfg)), lying),
+        (swayed, None),
+    ):
+        torch.testing.assert_close(go(f.cold_start(start, feats, cam, part_logits=logits)),
+                                   go(plain))  # fmt: skip
+    one = FitConfig(part_weight=100.0, flip_hypothesis=False, **cfg)
+    f = NBVFitter(body, nbv, table, clutter, one)
+    torch.testing.assert_close(go(f.cold_start(start, feats, cam, part_logits=lying)),
+                               go(f.cold_start(start, feats, cam)))  # fmt: skip

@@ -92,3 +92,33 @@ def test_bad_shapes_name_the_argument():
         feature_likelihood(feats, rendered, orient, mask, clutter[:3])
     with pytest.raises(ValueError, match="features"):
         feature_likelihood(feats[0], rendered, orient, mask, clutter)
+
+
+def test_part_likelihood_matches_literal_formula_and_has_gradients():
+    from engines.likelihood import part_likelihood
+
+    g = torch.Generator().manual_seed(3)
+    b, h, w, m, k, p = 2, 3, 4, 3, 7, 5
+    idx = torch.randint(-1, k, (b, h, w, m), generator=g)
+    weights = (torch.rand(b, h, w, m, generator=g) * 0.8 * (idx >= 0)).requires_grad_(True)
+    labels = torch.randint(1, p, (k,), generator=g)
+    logp = torch.log_softmax(torch.randn(b, p, h, w, generator=g), dim=1)
+    loss = part_likelihood(idx, weights, labels, logp)
+    want = torch.zeros(b)
+    for bi in range(b):
+        num, den = 0.0, 0.0
+        for y in range(h):
+            for x in range(w):
+                for s_ in range(m):
+                    if idx[bi, y, x, s_] >= 0:
+                        wt = float(weights[bi, y, x, s_].detach())
+                        num += wt * float(logp[bi, labels[idx[bi, y, x, s_]], y, x])
+                        den += wt
+        want[bi] = -num / den
+    torch.testing.assert_close(loss.detach(), want)
+    loss.sum().backward()
+    assert weights.grad is not None and weights.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="log_probs"):
+        part_likelihood(idx, weights, labels, logp[:, :, :2])
+    with pytest.raises(ValueError, match="idx and weights"):
+        part_likelihood(idx, weights[..., :2], labels, logp)

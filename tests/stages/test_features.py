@@ -61,6 +61,7 @@ def test_every_person_gets_its_crop_data(model):
         norms = np.linalg.norm(e["features"].astype(np.float32), axis=0)
         np.testing.assert_allclose(norms, 1.0, atol=2e-3)  # unit features survive float16
         assert e["pose6d"].shape == (24, 6) and e["pose6d"].dtype == np.float32
+        assert e["part_logits"].shape == (25, h, h) and e["part_logits"].dtype == np.float16
         assert e["betas"].shape == (10,) and e["cam"].shape == (3,)
         bx, by, s = e["crop_window"]
         box = q.box

@@ -234,3 +234,27 @@ def test_features_and_fit_run_in_the_graph_and_close_the_loop(tmp_path, model):
     assert any(q["box_source"] == "fit" for q in persons), [
         q["state"] for q in persons
     ]  # the fit's boxes came back
+
+
+def test_cold_starts_get_the_part_head_through_the_wire(model):
+    """The features stage sends the part logits; the fit stage hands them to cold starts (the
+    hypotheses' choice), and a frame without them still fits."""
+    run = Pair(model)
+    seen = []
+    cold = run.fit.fitter.cold_start
+
+    def spy(init, feats, camera, part_logits=None):
+        seen.append(None if part_logits is None else tuple(part_logits.shape))
+        return cold(init, feats, camera, part_logits)
+
+    run.fit.fitter.cold_start = spy
+    run(0, [[50, 10, 90, 110], [100, 20, 140, 115]])
+    h = run.features.input_size // 4
+    assert seen == [(2, 25, h, h)]
+    run.fit.tracks.tracks.clear()  # a new person: cold again
+    img = np.zeros((H, W, 3), np.uint8)
+    [m] = run.features.process(FrameMessage("cam0", 1, 0.04, img, persons=[
+        Person(9, "tracking", np.array([20, 10, 60, 110], np.float32), 0.9)]))  # fmt: skip
+    del m.persons[0].extras["part_logits"]
+    [out] = run.fit.process(decode(encode(m)))
+    assert seen[-1] is None and np.isfinite(out.persons[0].likelihood)

@@ -44,3 +44,18 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     for m in r["clean"].values():
         assert m["frames"] >= 2 and m["mpjpe"] > 0
     assert r["meta"]["crop_size"] == S and r["meta"]["data"]["frames"] == 3
+
+
+@pytest.mark.slow
+def test_quick_run_on_the_validation_split(tmp_path, capsys):
+    """``--split val`` renders the validation takes (for choosing settings), never holdout."""
+    model = tiny_bundle(BodyModel.default()).save(tmp_path / "m.safetensors")
+    args = accuracy.parse_args([
+        "--quick", "--model", str(model), "--split", "val", "--protocols", "clean",
+        "--frames", "2", "--fit-scale", "0.05", "--warm-steps", "1",
+    ])  # fmt: skip
+    r = accuracy.run(args)
+    assert r["meta"]["data"]["synthetic"] == "val split (validation takes)"
+    assert r["clean"]["regression"]["frames"] == 2 and 0 <= r["kernel_top1"] <= 1
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--split", "train"])

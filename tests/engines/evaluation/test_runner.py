@@ -129,3 +129,14 @@ def test_method_output_subset_keeps_the_selected_frames():
     np.testing.assert_array_equal(sub.timed, [False, True])
     with pytest.raises(ValueError, match="keep"):
         out.subset(np.ones(3, bool))
+
+
+def test_synthetic_sequences_split():
+    with pytest.raises(ValueError, match="never 'train'"):
+        synthetic_sequences(1, 2, S, split="train")
+    from engines.synth.poses import VAL_TAKES
+
+    val = synthetic_sequences(2, 2, S, seed=0, split="val")
+    assert all(s.name.split("#")[0] in VAL_TAKES for s in val)
+    held = synthetic_sequences(1, 2, S, seed=0)  # default: the holdout takes
+    assert held[0].name.split("#")[0] not in VAL_TAKES

@@ -190,3 +190,43 @@ def test_channels_last_training_matches_contiguous(tmp_path):
         torch.testing.assert_close(gb[n], ga[n], rtol=1e-3, atol=1e-5, msg=n)
     state = Trainer(_cfg(tmp_path, channels_last=True), ds, ds).save()
     assert load_model(state).net.stem[0][0].weight.is_contiguous()  # written NCHW
+
+
+def test_device_is_checked_and_never_falls_back(tmp_path):
+    from engines.backends.base import DeviceUnavailableError
+    from engines.train.trainer import resolve_device
+
+    for bad in ("tpu", "cuda:x", "gpu"):
+        with pytest.raises(ValueError, match="device must be"):
+            TrainConfig(device=bad)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cuda:0" if torch.cuda.is_available() else "cpu").type in ("cpu", "cuda")
+    if torch.cuda.is_available():
+        pytest.skip("the unavailable-CUDA errors need a machine without CUDA")
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(DeviceUnavailableError, match="CUDA is not available"):
+        resolve_device("cuda")
+    ds = TinySet(4, 0)
+    with pytest.raises(DeviceUnavailableError):
+        Trainer(_cfg(tmp_path, device="cuda:1"), ds, ds)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_matches_cpu_and_its_checkpoints_resume_on_cpu(tmp_path):
+    ds = TinySet(4, 2)
+    batch = collate([ds[i] for i in range(4)])
+    cpu = Trainer(_cfg(tmp_path / "cpu"), ds, ds)
+    gpu = Trainer(_cfg(tmp_path / "gpu", device="cuda"), ds, ds)
+    assert next(gpu.net.parameters()).is_cuda and gpu.bank.rows.is_cuda
+    for _ in range(3):
+        a, b = cpu.train_step(batch), gpu.train_step(batch)
+        assert b.terms["total"] == pytest.approx(a.terms["total"], rel=2e-2)
+        assert b.n_visible == a.n_visible
+    assert gpu.validate()["val_mpjpe"] == pytest.approx(cpu.validate()["val_mpjpe"], rel=2e-2)
+    gpu.save()
+    again = Trainer(_cfg(tmp_path / "gpu"), ds, ds)  # on CPU, with the CUDA run's optimiser
+    assert again.resume() and again.step_count == 3
+    again.train_step(batch)
+    for k, v in gpu.net.state_dict().items():
+        torch.testing.assert_close(v.cpu(), load_model(gpu.last_path).net.state_dict()[k])
