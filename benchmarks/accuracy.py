@@ -9,7 +9,8 @@ held-out textures and backgrounds), or a real SPIN/mmhuman3d-style ``.npz``
 (``engines.evaluation.realdata``). Protocols: clean, occ, advocc40, advocc80
 (``engines.evaluation.protocols``; AdvOcc keeps, per frame, the regression head's worst patch
 position, so in video the patch jumps from frame to frame). Methods and timing:
-``engines.evaluation.runner`` (regression, cold_fit, cold_fit_plain on advocc80, warm_fit at
+``engines.evaluation.runner`` (regression, cold_fit, cold_fit_plain on advocc80 (the plain
+likelihood), cold_fit_no_parts on advocc80 (hypotheses chosen without the part head), warm_fit at
 ``FitConfig.warm_steps`` and warm_fit@n for every ``--warm-steps`` n). ``regression@cold`` is
 the regression scored on the cold-fit frames only (like for like with cold_fit when
 ``--cold-every`` > 1).
@@ -174,6 +175,10 @@ def run(args: argparse.Namespace, progress=None) -> dict:
             plain = ev.run_cold(pfs, list(regs), plain=True, every=args.cold_every,
                                 batch=args.fit_batch)  # fmt: skip
             r["cold_fit_plain"] = score(plain, pfs)
+            say(f"{proto}: cold_fit_no_parts")
+            no_parts = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch,
+                                   parts=False)  # fmt: skip
+            r["cold_fit_no_parts"] = score(no_parts, pfs)
         sweep = {}
         for n in sorted({fit_cfg.warm_steps, *args.warm_steps}):
             say(f"{proto}: warm_fit@{n}")

@@ -210,9 +210,11 @@ class Evaluator:
         plain: bool = False,
         every: int = 1,
         batch: int = 8,
+        parts: bool = True,
     ) -> list[MethodOutput]:
         """Cold fits of frames ``t % every == 0`` of every sequence, ``batch`` bodies at a time
-        (``ms`` per frame = batch wall time / bodies in the batch)."""
+        (``ms`` per frame = batch wall time / bodies in the batch); ``parts=False`` leaves the
+        part head out of the choice between hypotheses."""
         fitter = self.plain_fitter if plain else self.fitter
         jobs = [(s, t) for s, pf in enumerate(pfs) for t in range(0, len(pf.images), every)]
         res_j: dict = {}
@@ -220,10 +222,12 @@ class Evaluator:
             chunk = jobs[i : i + max(1, batch)]
             init = BodyState.cat([regs[s].state.select(slice(t, t + 1)) for s, t in chunk])
             feats = torch.cat([regs[s].features[t : t + 1] for s, t in chunk])
-            parts = torch.cat([regs[s].part_logits[t : t + 1] for s, t in chunk])
+            logits = (
+                torch.cat([regs[s].part_logits[t : t + 1] for s, t in chunk]) if parts else None
+            )
             K = np.stack([pfs[s].K[t] for s, t in chunk])
             t0 = time.perf_counter()
-            res = fitter.cold_start(init, feats, self.camera(K), part_logits=parts)
+            res = fitter.cold_start(init, feats, self.camera(K), part_logits=logits)
             ms = (time.perf_counter() - t0) * 1000.0 / len(chunk)
             for b, key in enumerate(chunk):
                 res_j[key] = (res.joints[b].numpy(), ms, res.steps, res.state.select([b]))

@@ -40,7 +40,7 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     r = json.loads(last)
     assert set(r) == {"clean", "advocc80", "meta"}
     assert set(r["advocc80"]) == {"mean_pose", "regression", "cold_fit", "cold_fit_plain",
-                                  "warm_fit", "warm_fit@1"}  # fmt: skip
+                                  "cold_fit_no_parts", "warm_fit", "warm_fit@1"}  # fmt: skip
     for m in r["clean"].values():
         assert m["frames"] >= 2 and m["mpjpe"] > 0
     assert r["meta"]["crop_size"] == S and r["meta"]["data"]["frames"] == 3
