@@ -51,6 +51,8 @@ def _parse_ints(s: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from engines.evaluation.samples import EVAL_SPLITS
+
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.accuracy", description=__doc__.split("\n")[0]
     )
@@ -61,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--protocols", default="clean,occ,advocc40,advocc80")
     ap.add_argument("--warm-steps", type=_parse_ints, help="warm_fit@n sweep, e.g. 1,2,4,8,16")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--split", default="eval", choices=["eval", "val"],
+    ap.add_argument("--split", default="eval", choices=EVAL_SPLITS,
                     help="synthetic data: eval = holdout takes (report); val = validation takes "
                     "(choose settings on these, not on eval)")  # fmt: skip
     ap.add_argument("--grid-step", type=int, help="AdvOcc: every n-th grid row/column")

@@ -23,6 +23,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from engines.body import BodyModel
+from engines.featnet import NUM_PARTS
 from engines.likelihood import LikelihoodOutput, feature_likelihood_from_cos, part_likelihood
 from engines.nbv import NeuralBodyVolume
 from engines.render import Camera, render, render_cosine, render_features
@@ -234,8 +235,6 @@ class NBVFitter:
         self.body, self.nbv, self.config = body, nbv, config or FitConfig()
         self.table = kernel_table.detach()
         self.clutter = clutter.detach()
-        # part label of each kernel (dominant skinning joint + 1, as the part head's classes)
-        self.part_labels = body.weights[nbv.kernel_ids].argmax(dim=1) + 1  # [K]
         self.feature_dim = C
         self.pose_prior = None
         if self.config.pose_prior_weight > 0:
@@ -281,6 +280,10 @@ class NBVFitter:
             total = total + cfg.regression_prior_weight * (d**2).sum(dim=1)
         return total, lik, joints
 
+    @property
+    def part_labels(self) -> torch.Tensor:  # -> [K] the part head's class of each kernel
+        return self.nbv.kernel_joint + 1  # dominant skinning joint + 1 (0 is background)
+
     @torch.no_grad()
     def part_score(
         self,
@@ -290,7 +293,7 @@ class NBVFitter:
     ) -> torch.Tensor:  # -> [B] engines.likelihood.part_likelihood of the rendered body
         centres, _ = self.nbv.pose(self.body, *state.as_tuple())
         out = render(centres, camera, self.config.precision, self.config.M)
-        return part_likelihood(out.idx, out.weights, self.part_labels.to(out.idx.device), parts)
+        return part_likelihood(out.idx, out.weights, self.part_labels, parts)
 
     def _check_inputs(
         self,
@@ -310,7 +313,7 @@ class NBVFitter:
             raise ValueError(f"camera is {camera.width}x{camera.height}, features are {W}x{H}")
         if part_logits is None or self.config.part_weight <= 0:
             return None
-        P = int(self.part_labels.max()) + 1
+        P = NUM_PARTS
         if not isinstance(part_logits, torch.Tensor) or tuple(part_logits.shape) != (B, P, H, W):
             got = tuple(part_logits.shape) if isinstance(part_logits, torch.Tensor) else part_logits
             raise ValueError(f"part_logits must be [B, {P}, H, W] = {(B, P, H, W)}, got {got}")

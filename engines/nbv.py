@@ -143,8 +143,8 @@ class NeuralBodyVolume(nn.Module):
 
     Buffers: ``kernel_ids [K]`` mesh vertex per kernel, ``adjacency [K, K]`` bool 1-ring,
     ``neighbour_index [2, E]`` the same as a directed edge list, ``kernel_limb [K]`` limb index
-    (LIMB_NAMES), ``rest_centres [K, 3]`` kernel positions on the mean-shape T-pose,
-    ``vertex_region [V]`` kernel owning each mesh vertex.
+    (LIMB_NAMES), ``kernel_joint [K]`` dominant skinning joint, ``rest_centres [K, 3]`` kernel
+    positions on the mean-shape T-pose, ``vertex_region [V]`` kernel owning each mesh vertex.
     """
 
     def __init__(self, body_model: BodyModel, config: NBVConfig | None = None) -> None:
@@ -165,6 +165,7 @@ class NeuralBodyVolume(nn.Module):
         self.register_buffer("adjacency", torch.as_tensor(adj))
         self.register_buffer("neighbour_index", torch.as_tensor(np.stack(np.nonzero(adj))))
         self.register_buffer("kernel_limb", limb)
+        self.register_buffer("kernel_joint", joint)
         self.register_buffer("rest_centres", body_model.v_template[torch.as_tensor(ids)].clone())
         self.register_buffer("vertex_region", torch.as_tensor(region))
         starts = torch.zeros(len(LIMB_NAMES), 24)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from engines.body import BodyModel
+from engines.evaluation.samples import check_eval_split
 from engines.model import ModelBundle
 
 __all__ = ["kernel_top1_eval"]
@@ -41,8 +42,7 @@ def kernel_top1_eval(
     nbv = bundle.build_nbv(body)
     cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed, occlusion_prob=0.0,
                       truncation_prob=0.0)  # fmt: skip
-    if split not in ("eval", "val"):
-        raise ValueError(f"split must be 'eval' or 'val', got {split!r}")
+    check_eval_split(split)
     ds = SynthDataset(cfg, split)
     hits, total = 0.0, 0
     for i in range(0, n, batch):

@@ -14,7 +14,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HEAD_TOP_RATIO", "EvalFrame", "EvalSequence", "head_size_px", "synthetic_sequences"]
+__all__ = [
+    "EVAL_SPLITS",
+    "HEAD_TOP_RATIO",
+    "EvalFrame",
+    "EvalSequence",
+    "check_eval_split",
+    "head_size_px",
+    "synthetic_sequences",
+]
+
+#: Synthetic splits an evaluation may use: "eval" (holdout takes: report), "val" (tune).
+EVAL_SPLITS = ("eval", "val")
+
+
+def check_eval_split(split: str) -> None:
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be 'eval' or 'val' (never 'train'), got {split!r}")
+
 
 #: Neck-to-head-top length over SMPL's neck-to-head-joint length (SMPL's head joint is mid-head;
 #: measured on the default body at rest: 0.249 m / 0.097 m).
@@ -73,8 +90,7 @@ def synthetic_sequences(
     from engines.synth import SynthConfig, render_sequence
     from engines.synth.poses import TakeBank, default_mocap_dir, split_takes
 
-    if split not in ("eval", "val"):
-        raise ValueError(f"split must be 'eval' or 'val' (never 'train'), got {split!r}")
+    check_eval_split(split)
     cfg = SynthConfig(crop_size=crop_size, seed=seed)
     if takes is None:
         takes = TakeBank(split_takes(default_mocap_dir(), split))
