@@ -120,7 +120,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
     from engines.evaluation.protocols import PROTOCOLS
     from engines.evaluation.runner import Evaluator, build_protocol, score
     from engines.evaluation.samples import synthetic_sequences
-    from engines.fitter import FitConfig
+    from engines.fit_config import FitConfig
     from engines.synth.backgrounds import BackgroundBank
 
     say = progress or (lambda s: None)

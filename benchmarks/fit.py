@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from benchmarks.common import emit, environment
 from engines.body import BodyModel
-from engines.fitter import BodyState, NBVFitter, hinge_prior
+from engines.body_state import BodyState
+from engines.fitter import NBVFitter, hinge_prior
 from engines.likelihood import feature_likelihood
 from engines.nbv import NeuralBodyVolume
 from engines.render import Camera, render, render_features

@@ -17,17 +17,18 @@ metres; the feature map's camera is a :class:`engines.render.Camera`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Literal, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from engines.body import BodyModel
+from engines.body_state import BodyState, extrapolate, flip_front_back, velocity
 from engines.featnet import NUM_PARTS
+from engines.fit_config import FitConfig
 from engines.likelihood import LikelihoodOutput, feature_likelihood_from_cos, part_likelihood
 from engines.nbv import NeuralBodyVolume
 from engines.render import Camera, render, render_cosine, render_features
-from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = [
     "BodyState",
@@ -39,131 +40,10 @@ __all__ = [
     "velocity",
 ]
 
-# SMPL left/right joint pairs (docs/conventions.md joint table), for mirroring poses.
-_MIRROR = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
 # Hinge prior on body_pose [69] entries: left elbow y, right elbow y, left knee x, right knee x,
 # with the sign that makes the natural bend cost nothing (docs/conventions.md frames).
 _HINGE_INDEX = (52, 55, 9, 12)
 _HINGE_SIGN = (1.0, -1.0, -1.0, -1.0)
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Fitting settings; defaults follow the released code where it has one."""
-
-    robust: bool = True  # occlusion-robust likelihood (else the plain one)
-    lr: float = 0.02  # cold start (0.02 robust / AdvOcc; the code uses 0.002 otherwise)
-    stage1_steps: int = 40  # global orient + translation
-    stage2_steps: int = 80  # global orient + body pose
-    flip_hypothesis: bool = True  # also optimise the front/back-flipped start
-    warm_steps: int = 8
-    warm_lr: float = 0.01
-    extrapolate: float = 0.0  # fraction of the last per-frame velocity added at warm start
-    temporal_weight: float = 0.0  # pull towards the (extrapolated) previous state at warm start
-    M: int = 10  # kernels kept per pixel
-    precision: float = 4000.0  # isotropic kernel precision (m^-2)
-    orient_mode: Literal["softmax", "normalize"] = "normalize"
-    hinge_weight: float = 0.1
-    # learned pose prior (engines.motion.sampler.PosePrior: Gaussian of the training takes' body
-    # poses + their joint limits; never the holdout takes), in place of VPoser/GMM files
-    pose_prior_weight: float = 0.1  # measured: 0 / 0.1 / 0.5 / 2 (benchmarks.accuracy)
-    # pull of the body pose towards the regression head's estimate (the start of a cold fit, the
-    # frame's regression at warm start when given): sum of squared axis-angle differences. In
-    # the role of the released code's 2D keypoint term (no keypoint detector here). Measured
-    # (benchmarks.accuracy, 5 x 8 held-out frames): 0 / 0.3 / 1 / 3; 1 keeps clean fits at the
-    # regression's error (without it fitting added ~25%) and the AdvOcc@80 gain
-    regression_prior_weight: float = 1.0
-    # the cold start's hypotheses (the regression's start and its front/back flip) are compared
-    # on objective + part_weight * part term (engines.likelihood.part_likelihood: the rendered
-    # part labels against the network's part head) when the caller passes part logits. Measured
-    # on the val split (benchmarks.accuracy --split val, cold_fit - regression MPJPE, shipped
-    # model): 0 / 0.3 gave clean +0.9% / -8.3%, occ +3.3% / -2.6%, AdvOcc@80 -4.8% / -10.9%
-    # (0.1-1 choose alike). Only in that choice: inside the objective it made fits worse
-    part_weight: float = 0.3
-    occluded_fraction: float = 0.3  # covered pixels explained by clutter above this: occluded
-    lost_fraction: float = 0.85  # ... above this: the body no longer explains the image
-    lost_min_coverage: int = 4  # fewer covered pixels than this: lost (body out of view)
-    # pixels counted as body for the occlusion map: silhouette above this (kernels are ~1 cm
-    # wide and ~5 cm apart, so the soft silhouette is patchy; 0.1 covers the body, 0.5 does not)
-    support_threshold: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name in ("stage1_steps", "stage2_steps", "warm_steps", "M", "lost_min_coverage"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"FitConfig.{name} must be >= 0")
-        if self.M < 1:
-            raise ValueError("FitConfig.M must be >= 1")
-        if self.orient_mode not in ("softmax", "normalize"):
-            raise ValueError(
-                f"FitConfig.orient_mode must be softmax|normalize, got {self.orient_mode!r}"
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FitConfig:
-        known = {f.name: f for f in fields(cls)}
-        unknown = set(d) - set(known)
-        if unknown:
-            raise ValueError(f"unknown fit config key(s): {sorted(unknown)}")
-        out = {}
-        for k, v in d.items():
-            typ = type(getattr(cls(), k))
-            if typ is float and isinstance(v, int) and not isinstance(v, bool):
-                v = float(v)
-            if not isinstance(v, typ):
-                raise ValueError(f"fit config key {k!r} must be {typ.__name__}, got {v!r}")
-            out[k] = v
-        return cls(**out)
-
-
-@dataclass
-class BodyState:
-    """SMPL parameters of B bodies (camera frame, docs/conventions.md)."""
-
-    global_orient: torch.Tensor  # [B, 3]
-    body_pose: torch.Tensor  # [B, 69]
-    betas: torch.Tensor  # [B, 10]
-    transl: torch.Tensor  # [B, 3]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.global_orient, torch.Tensor) or self.global_orient.dim() != 2:
-            raise ValueError("global_orient must be a tensor [B, 3]")
-        b = self.global_orient.shape[0]
-        for name, n in (("global_orient", 3), ("body_pose", 69), ("transl", 3)):
-            t = getattr(self, name)
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (b, n):
-                raise ValueError(
-                    f"{name} must be [B, {n}] = [{b}, {n}], got "
-                    f"{tuple(t.shape) if isinstance(t, torch.Tensor) else t}"
-                )
-        if (
-            not isinstance(self.betas, torch.Tensor)
-            or self.betas.dim() != 2
-            or (self.betas.shape[0] != b)
-        ):
-            raise ValueError(f"betas must be [B, N] with B = {b}")
-
-    @property
-    def batch(self) -> int:
-        return self.global_orient.shape[0]
-
-    def detach(self) -> BodyState:
-        return BodyState(*(t.detach().clone() for t in self.as_tuple()))
-
-    def as_tuple(self) -> tuple[torch.Tensor, ...]:
-        return (self.global_orient, self.body_pose, self.betas, self.transl)
-
-    def select(self, index) -> BodyState:
-        return BodyState(*(t[index] for t in self.as_tuple()))
-
-    @staticmethod
-    def cat(states: list[BodyState]) -> BodyState:
-        return BodyState(*(torch.cat(ts) for ts in zip(*(s.as_tuple() for s in states))))
-
-    @staticmethod
-    def where(cond: torch.Tensor, a: BodyState, b: BodyState) -> BodyState:  # cond: [B] bool
-        return BodyState(
-            *(torch.where(cond[:, None], x, y) for x, y in zip(a.as_tuple(), b.as_tuple()))
-        )
 
 
 class _Evaluation(NamedTuple):
@@ -190,26 +70,6 @@ def hinge_prior(body_pose: torch.Tensor) -> torch.Tensor:  # [B, 69] -> [B]
     """SMPLify's bend prior: sum of exp(sign * angle)^2 on elbows (y) and knees (x)."""
     sign = body_pose.new_tensor(_HINGE_SIGN)
     return (torch.exp(body_pose[:, list(_HINGE_INDEX)] * sign) ** 2).sum(dim=1)
-
-
-def flip_front_back(state: BodyState, pelvis_rest: torch.Tensor) -> BodyState:  # [B, 3]
-    """Turn each body 180 degrees about its own vertical axis, then mirror left/right.
-
-    The rotation is about the rest pelvis (``pelvis_rest [B, 3]``, body frame), so the pelvis stays
-    where it was in the camera frame. Mirroring swaps left/right joints and negates the y and z
-    components of every axis-angle.
-    """
-    R = axis_angle_to_matrix(state.global_orient)  # [B, 3, 3]
-    Ry = torch.diag(state.global_orient.new_tensor([-1.0, 1.0, -1.0]))
-    R2 = R @ Ry
-    go = matrix_to_axis_angle(R2)
-    p = pelvis_rest[..., None]
-    transl = state.transl + (R @ p - R2 @ p)[..., 0]
-    full = torch.cat([go, state.body_pose], dim=1).reshape(-1, 24, 3)
-    mirrored = full[:, list(_MIRROR)] * full.new_tensor([1.0, -1.0, -1.0])
-    # the global orientation is not mirrored (it is the body's facing, already turned)
-    body_pose = mirrored[:, 1:].reshape(-1, 69)
-    return BodyState(go, body_pose, state.betas.clone(), transl)
 
 
 class NBVFitter:
@@ -461,13 +321,7 @@ class NBVFitter:
         cfg = self.config
         start = prev.detach()
         if velocity is not None and cfg.extrapolate > 0:
-            a = cfg.extrapolate
-            start = BodyState(
-                _compose_aa(start.global_orient, velocity.global_orient, a),
-                start.body_pose + a * velocity.body_pose,
-                start.betas,
-                start.transl + a * velocity.transl,
-            )
+            start = extrapolate(start, velocity, cfg.extrapolate)
         pose_anchor = None
         if regression is not None:
             if regression.batch != prev.batch:
@@ -485,20 +339,3 @@ class NBVFitter:
             pose_anchor=pose_anchor,
         )
         return self._finish(state, features, camera, n, evaluation, pose_anchor)
-
-
-def _compose_aa(aa: torch.Tensor, delta: torch.Tensor, a: float) -> torch.Tensor:  # [B, 3] x2
-    """Apply a fraction ``a`` of a rotation increment (axis-angle) to ``aa``, on rotations."""
-    R = axis_angle_to_matrix(aa)
-    D = axis_angle_to_matrix(delta * a)
-    return matrix_to_axis_angle(D @ R)
-
-
-def velocity(prev: BodyState, cur: BodyState) -> BodyState:
-    """Per-frame change from ``prev`` to ``cur`` (global orientation as a rotation increment)."""
-    R0 = axis_angle_to_matrix(prev.global_orient)
-    R1 = axis_angle_to_matrix(cur.global_orient)
-    dgo = matrix_to_axis_angle(R1 @ R0.transpose(-1, -2))
-    return BodyState(
-        dgo, cur.body_pose - prev.body_pose, torch.zeros_like(cur.betas), cur.transl - prev.transl
-    )

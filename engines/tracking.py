@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from engines.fitter import BodyState, velocity
+from engines.body_state import BodyState, velocity
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = [

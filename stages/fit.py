@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from engines.body import BodyModel
-from engines.fitter import BodyState, FitConfig, FitResult, NBVFitter
+from engines.body_state import BodyState
+from engines.fit_config import FitConfig
+from engines.fitter import FitResult, NBVFitter
 from engines.model import load_model
 from engines.render import Camera
 from engines.tracking import (

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from engines.body import BodyModel
+from engines.body_state import BodyState, velocity
 from engines.featnet import STRIDE, normalize_images
-from engines.fitter import BodyState, FitConfig, NBVFitter, velocity
+from engines.fit_config import FitConfig
+from engines.fitter import NBVFitter
 from engines.metrics import JOINTS14, mpjpe, pa_mpjpe, pckh
 from engines.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from engines.tracking import regression_init

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engines.fitter import BodyState
+from engines.body_state import BodyState
 from engines.rotations import axis_angle_to_matrix, matrix_to_rot6d
 from engines.tracking import (
     AssociationConfig,

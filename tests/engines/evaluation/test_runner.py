@@ -13,7 +13,7 @@ from engines.evaluation.runner import (
     score,
 )
 from engines.evaluation.samples import head_size_px, synthetic_sequences
-from engines.fitter import FitConfig
+from engines.fit_config import FitConfig
 from engines.metrics import mpjpe
 
 from ._helpers import S, tiny_bundle, walk_takes
