@@ -32,6 +32,9 @@ class TrainConfig:
     contrastive_weight: float = 1.0
     background_weight: float = 1.0
     clutter_per_image: int = 10
+    # share of the clutter picks drawn from occluder pixels over the body (train.step.step);
+    # 0 draws them uniformly from background and occluder pixels
+    occluder_clutter: float = 0.0
     pool_slots: int = 10  # render slots M of the true-pose render that pools kernel targets
     pool_min_weight: float = 0.1  # a kernel is a target when its pooled weights sum above this
     max_targets: int = 0  # InfoNCE on at most this many random targets per batch (0 = all)
@@ -54,6 +57,8 @@ class TrainConfig:
                 raise ValueError(f"train config: {name} must be > 0")
         if self.lr <= 0:
             raise ValueError("train config: lr must be > 0")
+        if not 0.0 <= self.occluder_clutter <= 1.0:
+            raise ValueError("train config: occluder_clutter must be in [0, 1]")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(
                 f"train config: lr_schedule must be constant|cosine, got {self.lr_schedule!r}"

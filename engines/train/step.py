@@ -81,6 +81,12 @@ def _downsample_labels(x: torch.Tensor, stride: int) -> torch.Tensor:  # [B, S, 
     return x[:, stride // 2 :: stride, stride // 2 :: stride]
 
 
+def _sample(mask: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Up to ``n`` flat indices of ``mask``'s true pixels, drawn without replacement."""
+    idx = mask.flatten().nonzero().squeeze(1)
+    return idx[torch.randperm(idx.numel(), generator=generator, device=idx.device)[:n]]
+
+
 def step(
     net: FeatureNet,
     body: BodyModel,
@@ -96,6 +102,7 @@ def step(
     pool_slots: int = 10,
     pool_min_weight: float = 0.1,
     max_targets: int = 0,
+    occluder_clutter: float = 0.0,
 ) -> StepOutputs:
     """Losses of one batch; updates the bank (EMA rows, clutter FIFO) after scoring.
 
@@ -113,6 +120,13 @@ def step(
     with all of them. At batch 16 the ~5,400 targets x ~4,700 logits made the loss as costly
     as the network's forward and backward (``python -m benchmarks.train``); neighbouring
     kernels of one image give strongly correlated gradients, so a subset loses little.
+
+    Clutter samples: ``clutter_per_image`` feature pixels per image, drawn from the background
+    (outside the truth's coverage mask) and the occluder. ``occluder_clutter`` > 0 draws that
+    share of them from occluder pixels inside the coverage mask (where the occluder hides the
+    body), when the image has any: drawn uniformly, they are a few percent of the picks, and
+    the network then gives occluders on the body body-like features that the robust
+    likelihood cannot explain as clutter.
     """
     if pool_slots < 1:
         raise ValueError(f"pool_slots must be >= 1, got {pool_slots}")
@@ -120,6 +134,8 @@ def step(
         raise ValueError(f"pool_min_weight must be >= 0, got {pool_min_weight}")
     if max_targets < 0:
         raise ValueError(f"max_targets must be >= 0 (0 = all), got {max_targets}")
+    if not 0.0 <= occluder_clutter <= 1.0:
+        raise ValueError(f"occluder_clutter must be in [0, 1], got {occluder_clutter}")
     missing = set(BATCH_KEYS) - set(batch)
     if missing:
         raise ValueError(f"batch is missing keys {sorted(missing)}")
@@ -144,6 +160,7 @@ def step(
         r.weights = r.weights * (~occ)[..., None]
         bins = nbv.orientation_labels(joints)  # [B, K]
         background = ~r.mask | occ  # [B, h, w]
+        on_body = occ & r.mask  # [B, h, w] occluder pixels where the body would be
     pooled, wsum = pool_features(r, feats)  # [B, K, D], [B, K]
     visible = wsum > max(pool_min_weight, 1e-3)  # with M = 1 these are front-slot kernels
     bi, ki = visible.nonzero(as_tuple=True)
@@ -158,12 +175,13 @@ def step(
     # background pixels: a few per image, away from the body and on occluders
     fmap = feats.permute(0, 2, 3, 1)  # [B, h, w, D]
     picks = []
+    n_occ = round(occluder_clutter * clutter_per_image)
     for b in range(B):
-        idx = background[b].flatten().nonzero().squeeze(1)
-        if idx.numel() == 0:
-            continue
-        sel = idx[torch.randperm(idx.numel(), generator=generator)[:clutter_per_image]]
-        picks.append(fmap[b].reshape(-1, fmap.shape[-1])[sel])
+        sel = _sample(on_body[b], n_occ, generator) if n_occ else on_body.new_zeros(0).long()
+        rest = background[b] & ~on_body[b] if sel.numel() else background[b]
+        sel = torch.cat([sel, _sample(rest, clutter_per_image - sel.numel(), generator)])
+        if sel.numel():
+            picks.append(fmap[b].reshape(-1, fmap.shape[-1])[sel])
     bg = torch.cat(picks) if picks else fmap.new_zeros(0, fmap.shape[-1])
     loss_bg = background_push(bg, bank)
 

@@ -233,7 +233,7 @@ class Trainer:
             self.net, self.body, self.nbv, self.bank, batch, self.weights,
             cfg.contrastive_weight, cfg.background_weight, cfg.clutter_per_image,
             generator=self.gen, pool_slots=cfg.pool_slots, pool_min_weight=cfg.pool_min_weight,
-            max_targets=cfg.max_targets,
+            max_targets=cfg.max_targets, occluder_clutter=cfg.occluder_clutter,
         )  # fmt: skip
         if not math.isfinite(so.terms["total"]):
             raise FloatingPointError(f"non-finite loss at step {self.step_count}: {so.terms}")

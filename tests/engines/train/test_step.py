@@ -70,3 +70,54 @@ def test_target_subset_scores_fewer_but_updates_the_bank_with_all(setup):
 def test_bad_pooling_settings_are_rejected(setup, kw):
     with pytest.raises(ValueError, match=next(iter(kw))):
         _run(setup, **kw)
+
+
+def _clutter_written(setup, occluder, share):
+    """FIFO rows one step writes, and the on-body occluder pixels' features."""
+    body, bundle, nbv, batch = setup
+    batch = {**batch, "occluder_mask": occluder}
+    bank = type(bundle.bank)(nbv.num_kernels, nbv.num_bins, bundle.bank.dim)
+    net = bundle.net.eval()
+    with torch.no_grad():
+        step(net, body, nbv, bank, batch, RegressionWeights(), clutter_per_image=10,
+             occluder_clutter=share, generator=torch.Generator().manual_seed(0))  # fmt: skip
+        from engines.featnet import normalize_images
+
+        feats = torch.nn.functional.normalize(
+            net(normalize_images(batch["image"]))["features"], dim=1
+        )
+    n = int(bank.clutter_ptr)
+    return bank.clutter[:n], feats
+
+
+def test_occluder_share_of_the_clutter_picks_comes_from_occluders_over_the_body(setup):
+    body, _, nbv, batch = setup
+    occ = torch.zeros(2, S, S, dtype=torch.bool)
+    occ[:, S // 2 - 6 : S // 2 + 6, S // 2 - 6 : S // 2 + 6] = True  # over the body's middle
+    with torch.no_grad():
+        centres, _ = nbv.pose(body, batch["global_orient"].float(), batch["body_pose"].float(),
+                              batch["betas"].float(), batch["transl"].float())  # fmt: skip
+        mask = render(centres, feature_camera(batch["K"].float(), 4, S), M=10).mask
+    on_body = occ[:, 2::4, 2::4] & mask  # [B, h, w], the step's downsampling
+    assert int(on_body[0].sum()) >= 4 and int(on_body[1].sum()) >= 4
+
+    def from_occluder(share):
+        rows, feats = _clutter_written(setup, occ, share)
+        assert rows.shape[0] == 20  # 10 picks per image either way
+        hits = []
+        for b in range(2):  # rows 10 b .. 10 b + 9 come from image b
+            cand = feats[b].permute(1, 2, 0)[on_body[b]]  # [N, D]
+            sim = rows[10 * b : 10 * b + 10] @ cand.T
+            hits.append(sim.max(dim=1).values > 0.9999)
+        return torch.cat(hits)
+
+    half = from_occluder(0.5)
+    n_on = [min(5, int(on_body[b].sum())) for b in range(2)]
+    assert int(half[:10].sum()) >= n_on[0] and int(half[10:].sum()) >= n_on[1]
+    assert int(half.sum()) < 20
+    assert int(from_occluder(0.0).sum()) < int(half.sum())  # uniform picks rarely land there
+
+
+def test_occluder_share_is_checked(setup):
+    with pytest.raises(ValueError, match="occluder_clutter"):
+        _run(setup, occluder_clutter=1.5)
