@@ -16,7 +16,10 @@ the regression scored on the cold-fit frames only (like for like with cold_fit w
 ``--cold-every`` > 1).
 
 Output: ``{protocol: {method: {mpjpe, pa_mpjpe, mpjpe14, pa_mpjpe14, pckh, ms_per_frame, steps,
-frames}}, "meta": {...}}``; errors in mm after pelvis alignment, PCKh@0.5 on the 14-joint set.
+frames}}, "paired": {protocol: {"A - B": {mean_mm, ci95_mm, a_better, frames}}}, "meta": {...}}``;
+errors in mm after pelvis alignment, PCKh@0.5 on the 14-joint set. "paired" compares two methods
+frame by frame on the cold-fitted frames (``engines.evaluation.stats``: the mean difference, its
+95% bootstrap interval, the share of frames where A is better).
 The full run renders 10 sequences of 8 frames (two per holdout take), cold-fits every
 ``--cold-every`` 2nd frame (frame 0 included; a cold fit is 240 steps per frame, the bulk of the
 run time), warm-fits every frame (batched across sequences) and searches the full AdvOcc grid.
@@ -120,6 +123,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
     from engines.evaluation.protocols import PROTOCOLS
     from engines.evaluation.runner import Evaluator, build_protocol, score
     from engines.evaluation.samples import synthetic_sequences
+    from engines.evaluation.stats import paired_difference
     from engines.fit_config import FitConfig
     from engines.synth.backgrounds import BackgroundBank
 
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
     bank = BackgroundBank("heldout")
     results: dict = {}
     info: dict = {}
+    paired: dict = {}  # per protocol: per-frame differences between methods on the same frames
     for pi, proto in enumerate(protocols):
         rng = np.random.default_rng([args.seed, pi])
         pfs = []
@@ -181,10 +186,19 @@ def run(args: argparse.Namespace, progress=None) -> dict:
             no_parts = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch,
                                    parts=False)  # fmt: skip
             r["cold_fit_no_parts"] = score(no_parts, pfs)
+        at_cold = [o.subset(o.index % args.cold_every == 0) for o in reg_out]
+        pair = {"cold_fit - regression": paired_difference(cold, at_cold, pfs)}
+        if proto == "advocc80":
+            pair["cold_fit - cold_fit_plain"] = paired_difference(cold, plain, pfs)
+            pair["cold_fit - cold_fit_no_parts"] = paired_difference(cold, no_parts, pfs)
         sweep = {}
         for n in sorted({fit_cfg.warm_steps, *args.warm_steps}):
             say(f"{proto}: warm_fit@{n}")
-            sweep[n] = score(ev.run_warm(pfs, list(regs), n, cold), pfs)
+            warm = ev.run_warm(pfs, list(regs), n, cold)
+            sweep[n] = score(warm, pfs)
+            on_cold = [o.subset(o.index % args.cold_every == 0) for o in warm]
+            pair[f"warm_fit@{n} - cold_fit"] = paired_difference(on_cold, cold, pfs)
+        paired[proto] = pair
         r["warm_fit"] = sweep[fit_cfg.warm_steps]
         r.update({f"warm_fit@{n}": sweep[n] for n in args.warm_steps})
         results[proto] = r
@@ -201,6 +215,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         results["kernel_top1_front"] = kernel_top1_eval(
             bundle, n_img, args.seed, pool_slots=1, pool_min_weight=1e-3, split=args.split
         )
+    results["paired"] = paired
     results["meta"] = {
         "model": str(model_path),
         "model_metadata": {

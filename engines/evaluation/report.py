@@ -24,7 +24,7 @@ _SWEEP = re.compile(r"^warm_fit@(\d+)$")
 
 
 def _protocols(results: dict) -> list[str]:
-    return [k for k in results if k != "meta" and isinstance(results[k], dict)]
+    return [k for k in results if k not in ("meta", "paired") and isinstance(results[k], dict)]
 
 
 def _fmt(v, digits: int) -> str:
@@ -41,6 +41,15 @@ def markdown_table(results: dict) -> str:
         for m, r in results[p].items():
             cells = " | ".join(_fmt(r.get(k), d) for k, _, d in _COLUMNS)
             rows.append(f"| {p} | {m} | {cells} |")
+    paired = results.get("paired") or {}
+    if paired:  # the same frames, method against method
+        rows += ["", "| protocol | A - B | MPJPE A - B (mm) | 95% interval | A better | frames |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
+        for p, comps in paired.items():
+            for name, d in comps.items():
+                lo, hi = (_fmt(v, 1) for v in d["ci95_mm"])
+                rows.append(f"| {p} | {name} | {_fmt(d['mean_mm'], 1)} | [{lo}, {hi}] | "
+                            f"{_fmt(d['a_better'], 2)} | {d['frames']} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 
 

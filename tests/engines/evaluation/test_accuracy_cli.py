@@ -38,7 +38,13 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     ])  # fmt: skip
     last = capsys.readouterr().out.strip().splitlines()[-1]
     r = json.loads(last)
-    assert set(r) == {"clean", "advocc80", "meta"}
+    assert set(r) == {"clean", "advocc80", "paired", "meta"}
+    assert set(r["paired"]["advocc80"]) == {"cold_fit - regression", "cold_fit - cold_fit_plain",
+                                            "cold_fit - cold_fit_no_parts", "warm_fit@1 - cold_fit",
+                                            "warm_fit@8 - cold_fit"}  # fmt: skip
+    d = r["paired"]["clean"]["cold_fit - regression"]
+    assert d["frames"] == r["clean"]["cold_fit"]["frames"]
+    assert d["ci95_mm"][0] <= d["mean_mm"] <= d["ci95_mm"][1]
     assert set(r["advocc80"]) == {"mean_pose", "regression", "cold_fit", "cold_fit_plain",
                                   "cold_fit_no_parts", "warm_fit", "warm_fit@1"}  # fmt: skip
     for m in r["clean"].values():

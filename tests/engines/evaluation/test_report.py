@@ -22,6 +22,23 @@ def test_table_and_sweep():
     assert warm_sweep(r, "clean") == [(1, 140.0), (16, 105.0)]
 
 
+def test_paired_rows_follow_the_methods_and_are_not_a_protocol():
+    r = _results()
+    r["paired"] = {"advocc80": {"cold_fit - regression": {"mean_mm": -12.34, "ci95_mm": [-20.0,
+                   -4.5], "a_better": 0.7, "frames": 40}}}  # fmt: skip
+    md = markdown_table(r)
+    assert md.count("\n") == 2 + 10 + 4  # a blank line, a head, a rule, a row
+    assert "| advocc80 | cold_fit - regression | -12.3 | [-20.0, -4.5] | 0.70 | 40 |" in md
+    assert "| paired |" not in md
+
+
+def test_plot_ignores_the_paired_section(tmp_path):
+    r = _results()
+    r["paired"] = {"clean": {"cold_fit - regression": {"mean_mm": 1.0, "ci95_mm": [0.0, 2.0],
+                   "a_better": 0.5, "frames": 4}}}  # fmt: skip
+    assert plot(r, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_plot_writes_png(tmp_path):
     p = plot(_results(), tmp_path / "a" / "acc.png")
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
