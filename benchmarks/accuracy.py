@@ -174,9 +174,9 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         say(f"{proto}: cold_fit")
         cold = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch)
         r["cold_fit"] = score(cold, pfs)
+        at_cold = [o.subset(o.index % args.cold_every == 0) for o in reg_out]
         if args.cold_every > 1:  # the regression on the cold-fit frames: a like-for-like row
-            r["regression@cold"] = score([o.subset(o.index % args.cold_every == 0)
-                                          for o in reg_out], pfs)  # fmt: skip
+            r["regression@cold"] = score(at_cold, pfs)
         if proto == "advocc80":
             say(f"{proto}: cold_fit_plain")
             plain = ev.run_cold(pfs, list(regs), plain=True, every=args.cold_every,
@@ -186,7 +186,6 @@ def run(args: argparse.Namespace, progress=None) -> dict:
             no_parts = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch,
                                    parts=False)  # fmt: skip
             r["cold_fit_no_parts"] = score(no_parts, pfs)
-        at_cold = [o.subset(o.index % args.cold_every == 0) for o in reg_out]
         pair = {"cold_fit - regression": paired_difference(cold, at_cold, pfs)}
         if proto == "advocc80":
             pair["cold_fit - cold_fit_plain"] = paired_difference(cold, plain, pfs)
