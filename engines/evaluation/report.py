@@ -43,13 +43,14 @@ def markdown_table(results: dict) -> str:
             rows.append(f"| {p} | {m} | {cells} |")
     paired = results.get("paired") or {}
     if paired:  # the same frames, method against method
-        rows += ["", "| protocol | A - B | MPJPE A - B (mm) | 95% interval | A better | frames |",
-                 "|---|---|---|---|---|---|"]  # fmt: skip
+        rows += ["", "| protocol | A - B | MPJPE A - B (mm) | 95% interval | A better | frames "
+                 "| sequences |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for p, comps in paired.items():
             for name, d in comps.items():
                 lo, hi = (_fmt(v, 1) for v in d["ci95_mm"])
                 rows.append(f"| {p} | {name} | {_fmt(d['mean_mm'], 1)} | [{lo}, {hi}] | "
-                            f"{_fmt(d['a_better'], 2)} | {d['frames']} |")  # fmt: skip
+                            f"{_fmt(d['a_better'], 2)} | {d['frames']} | "
+                            f"{d.get('sequences', '-')} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 
 

@@ -159,7 +159,8 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.last_path
-        self.bundle().save(path, {"history": self.history[-50:]})
+        # the whole run's history (~1 KB a record), so a shipped bundle carries its training log
+        self.bundle().save(path, {"history": self.history})
         state = {"optimizer": self.opt.state_dict(), "step": self.step_count,
                  "rng": self.gen.get_state()}  # fmt: skip
         torch.save(state, path.with_suffix(".train.pt"))

@@ -25,10 +25,10 @@ def test_table_and_sweep():
 def test_paired_rows_follow_the_methods_and_are_not_a_protocol():
     r = _results()
     r["paired"] = {"advocc80": {"cold_fit - regression": {"mean_mm": -12.34, "ci95_mm": [-20.0,
-                   -4.5], "a_better": 0.7, "frames": 40}}}  # fmt: skip
+                   -4.5], "a_better": 0.7, "frames": 40, "sequences": 10}}}  # fmt: skip
     md = markdown_table(r)
     assert md.count("\n") == 2 + 10 + 4  # a blank line, a head, a rule, a row
-    assert "| advocc80 | cold_fit - regression | -12.3 | [-20.0, -4.5] | 0.70 | 40 |" in md
+    assert "| advocc80 | cold_fit - regression | -12.3 | [-20.0, -4.5] | 0.70 | 40 | 10 |" in md
     assert "| paired |" not in md
 
 

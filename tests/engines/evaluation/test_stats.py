@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engines.evaluation.runner import MethodOutput, ProtocolFrames, per_sample_mpjpe
-from engines.evaluation.stats import paired_difference, per_frame_mpjpe
+from engines.evaluation.stats import paired_difference, per_frame_mpjpe, two_stage_bootstrap
 
 
 def _frames(rng, t):
@@ -37,7 +37,7 @@ def test_a_consistently_better_method_has_an_interval_below_zero():
     good = [_out(f.joints3d + 0.5 * n, idx) for f, n in zip(frames, noise)]
     bad = [_out(f.joints3d + n, idx) for f, n in zip(frames, noise)]
     d = paired_difference(good, bad, frames)
-    assert d["frames"] == 40 and d["a_better"] == 1.0
+    assert d["frames"] == 40 and d["sequences"] == 2 and d["a_better"] == 1.0
     assert d["ci95_mm"][0] <= d["mean_mm"] <= d["ci95_mm"][1] < 0
     same = paired_difference(bad, bad, frames)
     assert same["mean_mm"] == 0 and same["ci95_mm"] == [0, 0] and same["a_better"] == 0
@@ -62,3 +62,25 @@ def test_frames_must_match():
         paired_difference(a, b, [f])
     with pytest.raises(ValueError, match="n_boot"):
         paired_difference(a, a, [f], n_boot=0)
+
+
+def test_correlated_sequences_widen_the_interval():
+    # each sequence is uniformly better or worse (a tracker right or wrong for the whole
+    # sequence): 150 frames, but only 5 independent outcomes; over frames alone it would look sure
+    groups = [np.full(30, -2.0)] * 4 + [np.full(30, 4.0)]
+    boot = two_stage_bootstrap(groups, n_boot=4000)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    assert lo < 0 < hi
+    flat = np.concatenate(groups)
+    over_frames = flat[np.random.default_rng(0).integers(0, 150, (4000, 150))].mean(axis=1)
+    assert np.percentile(over_frames, 97.5) < 0  # what the per-frame bootstrap would claim
+    assert boot.mean() == pytest.approx(flat.mean(), abs=0.2)
+
+
+def test_one_sequence_is_the_bootstrap_over_its_frames():
+    g = np.random.default_rng(4).normal(size=50)
+    boot = two_stage_bootstrap([g], n_boot=4000)
+    assert boot.std() == pytest.approx(g.std() / np.sqrt(50), rel=0.1)
+    assert np.isclose(two_stage_bootstrap([np.full(7, 3.0), np.array([])], n_boot=10), 3.0).all()
+    with pytest.raises(ValueError, match="non-empty"):
+        two_stage_bootstrap([np.array([])])

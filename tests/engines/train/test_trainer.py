@@ -125,6 +125,16 @@ def test_loss_decreases_when_overfitting(tmp_path):
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
 
+def test_checkpoint_keeps_the_whole_history(tmp_path):
+    ds = TinySet(2, 0)
+    tr = Trainer(_cfg(tmp_path), ds, ds)
+    tr.history = [{"step": i, "total": float(i)} for i in range(1, 121)]
+    tr.save()
+    again = Trainer(_cfg(tmp_path), ds, ds)
+    assert again.resume()
+    assert [r["step"] for r in again.history] == list(range(1, 121))
+
+
 def test_config_rejects_unknown_and_wrong_types(tmp_path):
     with pytest.raises(ValueError, match="unknown key"):
         TrainConfig.from_dict({"stepz": 3})
