@@ -1,8 +1,9 @@
 """Paired comparison of two methods on the same frames: is one better, beyond the sampling noise?
 
 With tens of frames per protocol a method's mean error moves by 10-20% between samples of
-frames, so comparing two means says little. Both methods are scored on the same frames, so the per-frame
-difference cancels what the frames share; its bootstrap interval says whether it is real.
+frames, so comparing two means says little. Both methods are scored on the same frames, so the
+per-frame difference cancels what the frames share; its bootstrap interval says whether it is
+real.
 
 Frames of one sequence are not independent: a tracker that starts a sequence wrong (a flipped
 body) stays wrong for all of it, and one occluder texture or background serves a whole
