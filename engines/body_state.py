@@ -1,6 +1,6 @@
 """Per-body SMPL parameters as the fitter and the tracker pass them around, and the pure
-functions on them: the front/back flip of a cold start's second hypothesis and the per-frame
-velocity used to extrapolate a warm start.
+functions on them: the turned and front/back-flipped starts of a cold start's other hypotheses
+and the per-frame velocity used to extrapolate a warm start.
 
 Conventions (docs/conventions.md): axis-angle rotations in SMPL joint order; translation in the
 OpenCV camera frame, metres. A :class:`BodyState` is immutable; every function returns a new one.
@@ -8,13 +8,14 @@ OpenCV camera frame, metres. A :class:`BodyState` is immutable; every function r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
-__all__ = ["BodyState", "extrapolate", "flip_front_back", "velocity"]
+__all__ = ["BodyState", "extrapolate", "flip_front_back", "turn_about_vertical", "velocity"]
 
 # SMPL left/right joint pairs (docs/conventions.md joint table), for mirroring poses.
 _MIRROR = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
@@ -70,6 +71,35 @@ class BodyState:
             *(torch.where(cond[:, None], x, y) for x, y in zip(a.as_tuple(), b.as_tuple()))
         )
 
+    @staticmethod
+    def choose(states: list[BodyState], index: torch.Tensor) -> BodyState:  # index: [B] long
+        """Body ``b`` of ``states[index[b]]`` for every ``b`` (all states have B bodies)."""
+        b = states[0].batch
+        if index.shape != (b,) or any(s.batch != b for s in states):
+            raise ValueError(f"choose needs states of B = {b} bodies and index [B]")
+        rows = torch.arange(b)
+        return BodyState(
+            *(torch.stack(ts)[index, rows] for ts in zip(*(s.as_tuple() for s in states)))
+        )
+
+
+def turn_about_vertical(
+    state: BodyState,
+    pelvis_rest: torch.Tensor,  # [B, 3] rest pelvis, body frame
+    degrees: float,
+) -> BodyState:
+    """Turn each body by ``degrees`` about its own vertical axis (body-frame y, right-handed),
+    keeping its body pose. The rotation is about the rest pelvis, so the pelvis stays where it
+    was in the camera frame."""
+    R = axis_angle_to_matrix(state.global_orient)  # [B, 3, 3]
+    a = math.radians(degrees)
+    c, s = math.cos(a), math.sin(a)
+    Ry = state.global_orient.new_tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+    R2 = R @ Ry
+    p = pelvis_rest[..., None]
+    transl = state.transl + (R @ p - R2 @ p)[..., 0]
+    return BodyState(matrix_to_axis_angle(R2), state.body_pose.clone(), state.betas.clone(), transl)
+
 
 def flip_front_back(state: BodyState, pelvis_rest: torch.Tensor) -> BodyState:  # [B, 3]
     """Turn each body 180 degrees about its own vertical axis, then mirror left/right.
@@ -78,17 +108,12 @@ def flip_front_back(state: BodyState, pelvis_rest: torch.Tensor) -> BodyState:  
     where it was in the camera frame. Mirroring swaps left/right joints and negates the y and z
     components of every axis-angle.
     """
-    R = axis_angle_to_matrix(state.global_orient)  # [B, 3, 3]
-    Ry = torch.diag(state.global_orient.new_tensor([-1.0, 1.0, -1.0]))
-    R2 = R @ Ry
-    go = matrix_to_axis_angle(R2)
-    p = pelvis_rest[..., None]
-    transl = state.transl + (R @ p - R2 @ p)[..., 0]
-    full = torch.cat([go, state.body_pose], dim=1).reshape(-1, 24, 3)
+    turned = turn_about_vertical(state, pelvis_rest, 180.0)
+    full = torch.cat([turned.global_orient, state.body_pose], dim=1).reshape(-1, 24, 3)
     mirrored = full[:, list(_MIRROR)] * full.new_tensor([1.0, -1.0, -1.0])
     # the global orientation is not mirrored (it is the body's facing, already turned)
     body_pose = mirrored[:, 1:].reshape(-1, 69)
-    return BodyState(go, body_pose, state.betas.clone(), transl)
+    return BodyState(turned.global_orient, body_pose, state.betas.clone(), turned.transl)
 
 
 def _compose_aa(aa: torch.Tensor, delta: torch.Tensor, a: float) -> torch.Tensor:  # [B, 3] x2

@@ -21,6 +21,13 @@ class FitConfig:
     stage1_steps: int = 40  # global orient + translation
     stage2_steps: int = 80  # global orient + body pose
     flip_hypothesis: bool = True  # also optimise the front/back-flipped start
+    # also start from the regression's estimate turned +-90 degrees about the body's vertical
+    # axis: under AdvOcc@80 the regression's global orientation is off by a median ~100 degrees,
+    # almost all of it about the vertical. Measured on the val split (README): within noise
+    # (-5 mm on AdvOcc@80 with stage2_hypotheses=1), the likelihood being what misleads the fit
+    turn_hypotheses: bool = False
+    # starts kept for stage 2, the best by stage-1 objective (+ part term): 0 = all of them
+    stage2_hypotheses: int = 0
     warm_steps: int = 8
     warm_lr: float = 0.01
     extrapolate: float = 0.0  # fraction of the last per-frame velocity added at warm start
@@ -45,6 +52,11 @@ class FitConfig:
     # model): 0 / 0.3 gave clean +0.9% / -8.3%, occ +3.3% / -2.6%, AdvOcc@80 -4.8% / -10.9%
     # (0.1-1 choose alike). Only in that choice: inside the objective it made fits worse
     part_weight: float = 0.3
+    # clutter directions of the likelihood's clutter model: 1 = the mean of the clutter FIFO
+    # (the released code's default), N > 1 = N spherical k-means centres of it, scored by their
+    # best cosine (ModelBundle.clutter). Measured on the val split (README "Where the fit's
+    # remaining error comes from"): 4 / 16 made AdvOcc@80 fits worse (+19 / +13 mm)
+    clutter_components: int = 1
     occluded_fraction: float = 0.3  # covered pixels explained by clutter above this: occluded
     lost_fraction: float = 0.85  # ... above this: the body no longer explains the image
     lost_min_coverage: int = 4  # fewer covered pixels than this: lost (body out of view)
@@ -53,11 +65,14 @@ class FitConfig:
     support_threshold: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("stage1_steps", "stage2_steps", "warm_steps", "M", "lost_min_coverage"):
+        for name in ("stage1_steps", "stage2_steps", "warm_steps", "M", "lost_min_coverage",
+                     "stage2_hypotheses"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"FitConfig.{name} must be >= 0")
         if self.M < 1:
             raise ValueError("FitConfig.M must be >= 1")
+        if self.clutter_components < 1:
+            raise ValueError("FitConfig.clutter_components must be >= 1")
         if self.orient_mode not in ("softmax", "normalize"):
             raise ValueError(
                 f"FitConfig.orient_mode must be softmax|normalize, got {self.orient_mode!r}"

@@ -5,8 +5,10 @@ and pass them in; every entry point returns new states and leaves its inputs unt
 
 - :meth:`NBVFitter.cold_start`: from the regression head; the released code's two Adam stages
   (global orient + translation, then global orient + body pose), the best iterate kept per body,
-  and optionally the front/back-flipped start scored and optimised too; given the network's
-  part logits, the two are compared with the part term as well (``FitConfig.part_weight``).
+  and optionally the front/back-flipped start and starts turned +-90 degrees about the body's
+  vertical axis optimised too (``FitConfig.flip_hypothesis``, ``turn_hypotheses``; with
+  ``stage2_hypotheses`` only the best after stage 1 go on); given the network's part logits,
+  the hypotheses are compared with the part term as well (``FitConfig.part_weight``).
 - :meth:`NBVFitter.warm_start`: from the previous frame's fit (optionally extrapolated with the
   last velocity), a few steps on all pose parameters, with diagnostics (final likelihood,
   occlusion map, a ``lost`` flag when the body no longer explains the image).
@@ -23,7 +25,13 @@ from typing import NamedTuple
 import torch
 
 from engines.body import BodyModel
-from engines.body_state import BodyState, extrapolate, flip_front_back, velocity
+from engines.body_state import (
+    BodyState,
+    extrapolate,
+    flip_front_back,
+    turn_about_vertical,
+    velocity,
+)
 from engines.featnet import NUM_PARTS
 from engines.fit_config import FitConfig
 from engines.likelihood import LikelihoodOutput, feature_likelihood_from_cos, part_likelihood
@@ -80,7 +88,7 @@ class NBVFitter:
         body: BodyModel,
         nbv: NeuralBodyVolume,
         kernel_table: torch.Tensor,  # [K, O*C] orientation features per kernel, bins stacked
-        clutter: torch.Tensor,  # [C] unit clutter direction
+        clutter: torch.Tensor,  # [C] or [N, C] unit clutter direction(s)
         config: FitConfig | None = None,
     ) -> None:
         K, O = nbv.num_kernels, nbv.num_bins
@@ -90,8 +98,10 @@ class NBVFitter:
                 f"{tuple(kernel_table.shape)}"
             )
         C = kernel_table.shape[1] // O
-        if clutter.shape != (C,):
-            raise ValueError(f"clutter must be [C] = ({C},), got {tuple(clutter.shape)}")
+        if not (clutter.shape == (C,) or (clutter.ndim == 2 and clutter.shape[1] == C)):
+            raise ValueError(
+                f"clutter must be [C] or [N, C] with C = {C}, got {tuple(clutter.shape)}"
+            )
         self.body, self.nbv, self.config = body, nbv, config or FitConfig()
         self.table = kernel_table.detach()
         self.clutter = clutter.detach()
@@ -277,22 +287,45 @@ class NBVFitter:
         parts = self._check_inputs(init, features, camera, part_logits)
         cfg = self.config
         starts = [init.detach()]
+        pelvis = self.body.rest_joints(init.betas)[:, 0]
         if cfg.flip_hypothesis:
-            pelvis = self.body.rest_joints(init.betas)[:, 0]
             starts.append(flip_front_back(init.detach(), pelvis))
-        best_state, best_loss, best_anchor = None, None, None
-        for s in starts:  # each start anchors the body pose at itself (the flip: mirrored)
-            anchor = s.body_pose
-            s1, _, _ = self._optimise(
+        if cfg.turn_hypotheses:
+            starts += [turn_about_vertical(init.detach(), pelvis, a) for a in (90.0, -90.0)]
+        many = len(starts) > 1
+
+        def score(state: BodyState, loss: torch.Tensor) -> torch.Tensor:  # the hypotheses' score
+            if parts is not None and many:
+                return loss + cfg.part_weight * self.part_score(state, camera, parts)
+            return loss
+
+        # stage 1 from every start; each start anchors the body pose at itself (flip: mirrored)
+        stage1 = []
+        for s in starts:
+            s1, loss, _ = self._optimise(
                 s, features, camera, ("global_orient", "transl"), cfg.stage1_steps, cfg.lr,
-                pose_anchor=anchor,
+                pose_anchor=s.body_pose,
             )  # fmt: skip
+            stage1.append((s1, score(s1, loss) if cfg.stage2_hypotheses else None, s.body_pose))
+        keep = len(starts)
+        if 0 < cfg.stage2_hypotheses < len(starts):  # only the best starts go on, per body
+            keep = cfg.stage2_hypotheses
+            order = torch.stack([x[1] for x in stage1]).argsort(dim=0)  # [S, B]
+            chosen = []
+            for j in range(keep):
+                idx = order[j]
+                st = BodyState.choose([x[0] for x in stage1], idx)
+                anchor = torch.stack([x[2] for x in stage1])[idx, torch.arange(len(idx))]
+                chosen.append((st, None, anchor))
+            stage1 = chosen
+        best_state, best_loss, best_anchor = None, None, None
+        for s1, _, anchor in stage1:
             s2, loss, evaluation = self._optimise(
                 s1, features, camera, ("global_orient", "body_pose"), cfg.stage2_steps, cfg.lr,
                 pose_anchor=anchor,
             )  # fmt: skip
-            if parts is not None and len(starts) > 1:  # the hypotheses' score
-                loss = loss + cfg.part_weight * self.part_score(s2, camera, parts)
+            if len(stage1) > 1:
+                loss = score(s2, loss)
             if best_state is None:
                 best_state, best_loss, best_anchor = s2, loss, anchor
             else:
@@ -300,8 +333,8 @@ class NBVFitter:
                 best_state = BodyState.where(better, s2, best_state)
                 best_loss = torch.where(better, loss, best_loss)
                 best_anchor = torch.where(better[:, None], anchor, best_anchor)
-        steps = len(starts) * (cfg.stage1_steps + cfg.stage2_steps)
-        if len(starts) > 1:
+        steps = len(starts) * cfg.stage1_steps + keep * cfg.stage2_steps
+        if len(stage1) > 1:
             evaluation = None  # the winner differs per body: evaluate it again
         return self._finish(best_state, features, camera, steps, evaluation, best_anchor)
 

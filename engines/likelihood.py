@@ -9,8 +9,10 @@ Both are losses to minimise, one value per body:
 
 ``obj(p) = sum_o pi_o(p) cos(Phi_o(p), F(p))`` is the expected cosine between the rendered
 orientation-specific kernel feature and the image feature, and ``clu(p) = cos(F(p), c)`` scores the
-clutter (background) direction ``c``. Pixels inside the coverage mask where clutter explains the
-feature better than the body (``b > a``) form the occlusion map.
+clutter (background) direction ``c``; with a mixture of clutter directions ``c_1..c_N`` (the
+released code's optional vMF mixture of clutter centres), ``clu(p) = max_n cos(F(p), c_n)``.
+Pixels inside the coverage mask where clutter explains the feature better than the body
+(``b > a``) form the occlusion map.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 __all__ = [
     "LikelihoodOutput",
+    "clutter_score",
     "feature_likelihood",
     "feature_likelihood_from_cos",
     "orientation_pi",
@@ -70,9 +73,23 @@ def _check(features, rendered, orient, mask, clutter) -> tuple[int, int]:
         )
     if mask.shape != (b, h, w):
         raise ValueError(f"mask must be [B, H, W] = {(b, h, w)}, got {tuple(mask.shape)}")
-    if clutter.shape != (c,):
-        raise ValueError(f"clutter must be [C] = ({c},), got {tuple(clutter.shape)}")
+    _check_clutter(clutter, c)
     return o, c
+
+
+def _check_clutter(clutter: torch.Tensor, c: int) -> None:
+    if not (clutter.shape == (c,) or (clutter.ndim == 2 and clutter.shape[1] == c
+                                      and clutter.shape[0] >= 1)):  # fmt: skip
+        raise ValueError(f"clutter must be [C] or [N, C] with C = {c}, got {tuple(clutter.shape)}")
+
+
+def clutter_score(
+    features: torch.Tensor,  # [B, C, H, W] unit features
+    clutter: torch.Tensor,  # [C] or [N, C] unit clutter direction(s)
+) -> torch.Tensor:  # -> [B, H, W] clu(p): best cosine with a clutter direction
+    if clutter.ndim == 1:
+        return torch.einsum("bchw,c->bhw", features, clutter)
+    return torch.einsum("bchw,nc->bnhw", features, clutter).amax(dim=1)
 
 
 def feature_likelihood(
@@ -80,7 +97,7 @@ def feature_likelihood(
     rendered: torch.Tensor,  # [B, O*C, H, W] rendered kernel features, bins stacked
     orient: torch.Tensor,  # [B, O, H, W] rendered soft orientation weights
     mask: torch.Tensor,  # [B, H, W] coverage mask (bool or {0, 1})
-    clutter: torch.Tensor,  # [C] unit clutter direction
+    clutter: torch.Tensor,  # [C] or [N, C] unit clutter direction(s)
     robust: bool = True,
     orient_mode: Literal["softmax", "normalize"] = "normalize",
     temperature: float = 0.1,
@@ -104,7 +121,7 @@ def feature_likelihood_from_cos(
     cos: torch.Tensor,  # [B, O, H, W] cos(Phi_o(p), F(p)), e.g. engines.render.render_cosine
     orient: torch.Tensor,  # [B, O, H, W] rendered soft orientation weights
     mask: torch.Tensor,  # [B, H, W] coverage mask (bool or {0, 1})
-    clutter: torch.Tensor,  # [C] unit clutter direction
+    clutter: torch.Tensor,  # [C] or [N, C] unit clutter direction(s)
     robust: bool = True,
     orient_mode: Literal["softmax", "normalize"] = "normalize",
     temperature: float = 0.1,
@@ -124,8 +141,7 @@ def feature_likelihood_from_cos(
         )
     if mask.shape != (b, h, w):
         raise ValueError(f"mask must be [B, H, W] = {(b, h, w)}, got {tuple(mask.shape)}")
-    if clutter.shape != (c,):
-        raise ValueError(f"clutter must be [C] = ({c},), got {tuple(clutter.shape)}")
+    _check_clutter(clutter, c)
     return _from_cos(
         features, cos, orient, mask, clutter, robust, orient_mode, temperature, support
     )
@@ -141,7 +157,7 @@ def _from_cos(
             f"support must be [B, H, W] = {tuple(mask.shape)}, got {tuple(support.shape)}"
         )
     obj = (orientation_pi(orient, orient_mode) * cos).sum(dim=1)  # [B, H, W]
-    clu = torch.einsum("bchw,c->bhw", features, clutter).detach()
+    clu = clutter_score(features, clutter).detach()
     maskf = mask.to(features.dtype)
     a = ((obj + 1) / 2).clamp(_EPS, 1.0)
     bb = (clu + 1) / 2

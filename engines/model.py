@@ -57,8 +57,12 @@ class ModelBundle:
     def kernel_table(self) -> torch.Tensor:  # -> [K, O * D]
         return self.bank.kernel_table()
 
-    def clutter(self) -> torch.Tensor:  # -> [D]
-        return self.bank.clutter_direction()
+    def clutter(self, components: int = 1) -> torch.Tensor:  # -> [D] (1) or [N, D]
+        """The fitting likelihood's clutter model: the mean clutter direction, or with
+        ``components`` > 1 that many spherical k-means centres of the clutter FIFO."""
+        if components == 1:
+            return self.bank.clutter_direction()
+        return self.bank.clutter_centres(components)
 
     def build_nbv(self, body: BodyModel) -> NeuralBodyVolume:
         nbv = NeuralBodyVolume(body, self.nbv_config)

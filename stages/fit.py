@@ -124,8 +124,9 @@ class FitStage(Stage):
         bundle = load_model(resolve_model(p.model))
         self.body = BodyModel.from_file(p.body_model) if p.body_model else BodyModel.default()
         self.nbv = bundle.build_nbv(self.body)
-        self.fitter = NBVFitter(self.body, self.nbv, bundle.kernel_table(), bundle.clutter(),
-                                p.fit_config())  # fmt: skip
+        cfg = p.fit_config()
+        clutter = bundle.clutter(cfg.clutter_components)
+        self.fitter = NBVFitter(self.body, self.nbv, bundle.kernel_table(), clutter, cfg)
         self.input_size = bundle.net.config.input_size
         self.tracks = TrackSet(p.association)
         self._warm_up()

@@ -144,7 +144,7 @@ class Evaluator:
         self.size = self.net.config.input_size
         self.batch = max(1, int(batch))
         self.config = fit_config or FitConfig()
-        table, clutter = bundle.kernel_table(), bundle.clutter()
+        table, clutter = bundle.kernel_table(), bundle.clutter(self.config.clutter_components)
         self.fitter = NBVFitter(self.body, self.nbv, table, clutter, self.config)
         plain = replace(self.config, robust=False)
         self.plain_fitter = NBVFitter(self.body, self.nbv, table, clutter, plain)

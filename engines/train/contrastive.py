@@ -26,6 +26,7 @@ __all__ = [
     "info_nce",
     "kernel_top1",
     "neighbour_row_mask",
+    "spherical_kmeans",
 ]
 
 
@@ -99,10 +100,50 @@ class FeatureBank(torch.nn.Module):
         """Mean clutter direction ``c`` used by the fitting likelihood (unit)."""
         return F.normalize(self.clutter.mean(0), dim=-1)
 
+    @torch.no_grad()
+    def clutter_centres(self, n: int = 1, iters: int = 25) -> torch.Tensor:  # -> [N, C]
+        """``n`` unit clutter directions: the mean direction for ``n = 1``, else spherical k-means
+        of the clutter FIFO (deterministic: k-means++ seeding from a fixed generator), in the
+        role of the released code's optional vMF mixture of clutter centres."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if n == 1:
+            return self.clutter_direction()[None]
+        return spherical_kmeans(F.normalize(self.clutter.float(), dim=-1), n, iters)
+
     def kernel_table(self) -> torch.Tensor:  # -> [K, O * C]
         """Bank as the renderer's feature table: row ``k`` is ``[phi_k0 | phi_k1 | ...]``."""
         rows = self.rows.reshape(self.n_bins, self.n_kernels, self.dim)
         return rows.permute(1, 0, 2).reshape(self.n_kernels, self.n_bins * self.dim)
+
+
+def spherical_kmeans(
+    x: torch.Tensor,  # [N, C] unit rows
+    n: int,
+    iters: int = 25,
+    seed: int = 0,
+) -> torch.Tensor:  # -> [n, C] unit centres
+    """Spherical k-means (cosine assignment, normalised means) with k-means++ seeding."""
+    if x.ndim != 2 or not 1 <= n <= x.shape[0]:
+        raise ValueError(f"x must be [N, C] with N >= n = {n}, got {tuple(x.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    idx = [int(torch.randint(x.shape[0], (1,), generator=g))]
+    dist = 1 - x @ x[idx[0]]
+    for _ in range(n - 1):  # k-means++: next centre with probability ~ squared distance
+        p = dist.clamp(min=0) ** 2
+        j = int(torch.multinomial(p / p.sum(), 1, generator=g)) if p.sum() > 0 else 0
+        idx.append(j)
+        dist = torch.minimum(dist, 1 - x @ x[j])
+    c = x[idx].clone()
+    for _ in range(iters):
+        assign = (x @ c.T).argmax(dim=1)  # [N]
+        summed = torch.zeros_like(c).index_add_(0, assign, x)
+        empty = summed.norm(dim=1) < 1e-8  # keep a centre nothing was assigned to
+        new = torch.where(empty[:, None], c, F.normalize(summed, dim=-1))
+        if torch.allclose(new, c):
+            break
+        c = new
+    return c
 
 
 def neighbour_row_mask(

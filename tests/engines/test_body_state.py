@@ -1,10 +1,17 @@
-"""Body states: shape checks, the front/back flip, per-frame velocity and extrapolation."""
+"""Body states: shape checks, turns and the front/back flip, per-frame velocity and
+extrapolation."""
 
 import pytest
 import torch
 
 from engines.body import BodyModel
-from engines.body_state import BodyState, extrapolate, flip_front_back, velocity
+from engines.body_state import (
+    BodyState,
+    extrapolate,
+    flip_front_back,
+    turn_about_vertical,
+    velocity,
+)
 from engines.rotations import axis_angle_to_matrix
 
 
@@ -46,6 +53,41 @@ def test_flip_twice_is_identity_and_pelvis_stays():
     assert torch.allclose(j1[:, 0], j0[:, 0], atol=1e-4)
     # the left hip of the flipped body sits where the right hip was, roughly mirrored
     assert not torch.allclose(j1[:, 1], j0[:, 1], atol=1e-2)
+
+
+def test_quarter_turns_keep_the_pelvis_and_the_pose_and_four_make_a_whole_turn():
+    body = BodyModel.default()
+    s = _random_state(2, 7)
+    pelvis = body.rest_joints(s.betas)[:, 0]
+    t = turn_about_vertical(s, pelvis, 90.0)
+    j0, j1 = body(*s.as_tuple()).joints, body(*t.as_tuple()).joints
+    assert torch.allclose(j1[:, 0], j0[:, 0], atol=1e-4)  # the pelvis stays
+    assert torch.equal(t.body_pose, s.body_pose)
+    # the body's own vertical (rest y axis, in the camera frame) is unchanged; its facing turns
+    R0, R1 = axis_angle_to_matrix(s.global_orient), axis_angle_to_matrix(t.global_orient)
+    assert torch.allclose(R1[:, :, 1], R0[:, :, 1], atol=1e-5)
+    assert torch.allclose((R0[:, :, 2] * R1[:, :, 2]).sum(-1), torch.zeros(2), atol=1e-5)
+    assert torch.allclose((R0[:, :, 2] * R1[:, :, 0]).sum(-1), -torch.ones(2), atol=1e-5)
+    back = turn_about_vertical(t, pelvis, -90.0)
+    assert torch.allclose(body(*back.as_tuple()).joints, j0, atol=1e-4)
+    whole = s
+    for _ in range(4):
+        whole = turn_about_vertical(whole, pelvis, 90.0)
+    assert torch.allclose(body(*whole.as_tuple()).joints, j0, atol=1e-4)
+    # the flip is the half turn with the pose mirrored
+    half, flip = turn_about_vertical(s, pelvis, 180.0), flip_front_back(s, pelvis)
+    assert torch.allclose(half.global_orient, flip.global_orient)
+    assert torch.allclose(half.transl, flip.transl)
+
+
+def test_choose_takes_each_body_from_its_state():
+    a, b, c = _random_state(3, 8), _random_state(3, 9), _random_state(3, 10)
+    pick = BodyState.choose([a, b, c], torch.tensor([2, 0, 1]))
+    assert torch.equal(pick.body_pose[0], c.body_pose[0])
+    assert torch.equal(pick.transl[1], a.transl[1])
+    assert torch.equal(pick.global_orient[2], b.global_orient[2])
+    with pytest.raises(ValueError, match="choose"):
+        BodyState.choose([a, b], torch.tensor([0, 1]))
 
 
 def test_extrapolating_a_full_velocity_reaches_the_next_state():

@@ -20,5 +20,7 @@ def test_values_are_checked():
         FitConfig(stage1_steps=-1)
     with pytest.raises(ValueError, match="M must be"):
         FitConfig(M=0)
+    with pytest.raises(ValueError, match="clutter_components"):
+        FitConfig(clutter_components=0)
     with pytest.raises(ValueError, match="orient_mode"):
         FitConfig(orient_mode="max")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from engines.body import BodyModel
-from engines.body_state import BodyState, flip_front_back
+from engines.body_state import BodyState, flip_front_back, turn_about_vertical
 from engines.fit_config import FitConfig
 from engines.fitter import NBVFitter, hinge_prior
 from engines.likelihood import orientation_pi
@@ -94,6 +94,28 @@ def test_cold_start_recovers_the_pose_and_keeps_inputs(scene):
         assert torch.equal(a, b)
 
 
+def test_turned_hypotheses_undo_a_quarter_turn(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    feats, gt_joints = _features(scene, gt)
+    pelvis = body.rest_joints(gt.betas)[:, 0]
+    init = _perturb(turn_about_vertical(gt, pelvis, 90.0), d_orient=0.05, pose_noise=0.05)
+    base = dict(stage1_steps=20, stage2_steps=10, lr=0.01, flip_hypothesis=True)
+    errs, steps = {}, {}
+    turn = {"turn_hypotheses": True}
+    for name, extra in (
+        ("flip", {}),
+        ("turn", turn),
+        ("turn_k1", {**turn, "stage2_hypotheses": 1}),
+    ):
+        res = NBVFitter(body, nbv, table, clutter, FitConfig(**base, **extra)).cold_start(
+            init, feats, cam
+        )
+        errs[name], steps[name] = _joint_err(scene, res.state, gt_joints), res.steps
+    assert errs["flip"] > 0.1, errs  # a local fit from 0 / 180 degrees does not get there
+    assert errs["turn"] < 0.08 and errs["turn_k1"] < 0.08, errs
+    assert steps == {"flip": 2 * 30, "turn": 4 * 30, "turn_k1": 4 * 20 + 10}
+
+
 def test_warm_start_tracks_a_small_motion(scene):
     body, nbv, table, clutter, cam, gt = scene
     feats, gt_joints = _features(scene, gt)
@@ -120,6 +142,26 @@ def test_occluder_is_explained_as_clutter(scene):
     assert inside > 0.5 and outside < 0.1
     assert res.occluded_fraction.item() > clean.occluded_fraction.item() + 0.2
     assert res.occluded.item() and not clean.occluded.item()
+
+
+def test_a_clutter_mixture_explains_an_occluder_the_mean_direction_cannot(scene):
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    occ = feats.clone()
+    occ[:, :, 14:34, 8:40] = -clutter[None, :, None, None]  # clutter far from the mean direction
+    box = torch.zeros(48, 48, dtype=torch.bool)
+    box[14:34, 8:40] = True
+    covered = render(nbv.pose(body, *gt.as_tuple())[0], cam, 4000.0, 10).silhouette[0] > 0.1
+    cfg = FitConfig(warm_steps=0)
+    one = NBVFitter(body, nbv, table, clutter, cfg).warm_start(gt, occ, cam)
+    mix = NBVFitter(body, nbv, table, torch.stack([clutter, -clutter]), cfg).warm_start(
+        gt, occ, cam
+    )
+    assert one.occlusion[0][box & covered].float().mean() < 0.2
+    assert mix.occlusion[0][box & covered].float().mean() > 0.8
+    assert mix.occlusion[0][~box & covered].float().mean() < 0.1
+    with pytest.raises(ValueError, match="clutter"):
+        NBVFitter(body, nbv, table, torch.stack([clutter, -clutter])[:, :-1], cfg)
 
 
 def test_body_gone_is_lost(scene):

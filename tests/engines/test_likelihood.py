@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engines.likelihood import feature_likelihood, orientation_pi
+from engines.likelihood import clutter_score, feature_likelihood, orientation_pi
 
 
 def _scene(b=2, c=8, o=3, h=6, w=5, seed=0):
@@ -122,3 +122,31 @@ def test_part_likelihood_matches_literal_formula_and_has_gradients():
         part_likelihood(idx, weights, labels, logp[:, :, :2])
     with pytest.raises(ValueError, match="idx and weights"):
         part_likelihood(idx, weights[..., :2], labels, logp)
+
+
+def test_clutter_mixture_scores_the_best_direction():
+    feats, rendered, orient, mask, clutter = _scene(seed=5)
+    # one row is the single direction
+    for robust in (False, True):
+        one = feature_likelihood(feats, rendered, orient, mask, clutter, robust=robust)
+        row = feature_likelihood(feats, rendered, orient, mask, clutter[None], robust=robust)
+        assert torch.allclose(one.loss, row.loss)
+    g = torch.Generator().manual_seed(6)
+    mix = F.normalize(torch.randn(4, clutter.shape[0], generator=g), dim=1)
+    clu = clutter_score(feats, mix)
+    b, _, h, w = feats.shape
+    for i in range(b):
+        for y in range(h):
+            for x in range(w):
+                best = max(float(torch.dot(feats[i, :, y, x], m)) for m in mix)
+                assert abs(float(clu[i, y, x]) - best) < 1e-5
+    out = feature_likelihood(feats, rendered, orient, mask, mix, robust=True)
+    assert torch.allclose(out.clu, clu)
+    # more clutter directions never score a pixel lower, so they explain more of it as clutter
+    sub = feature_likelihood(feats, rendered, orient, mask, mix[:1], robust=True)
+    assert (out.clu >= sub.clu - 1e-6).all()
+    assert out.occluded.sum() >= sub.occluded.sum()
+    with pytest.raises(ValueError, match="clutter"):
+        feature_likelihood(feats, rendered, orient, mask, mix[:, :3])
+    with pytest.raises(ValueError, match="clutter"):
+        feature_likelihood(feats, rendered, orient, mask, mix[None])

@@ -12,7 +12,11 @@ from tests.stages.tiny_model import TINY_KERNELS, save_tiny_bundle
 
 def test_bundle_round_trip_and_bad_files_are_refused(tmp_path):
     path = save_tiny_bundle(tmp_path / "m.safetensors")
-    assert load_model(path).bank.n_kernels == TINY_KERNELS
+    bundle = load_model(path)
+    assert bundle.bank.n_kernels == TINY_KERNELS
+    d = bundle.bank.dim
+    assert bundle.clutter().shape == (d,)  # the mean clutter direction
+    assert bundle.clutter(4).shape == (4, d)  # k-means centres of the clutter FIFO
     with pytest.raises(FileNotFoundError, match="model file"):
         load_model(tmp_path / "absent.safetensors")
     meta = path.with_suffix(".json")

@@ -11,6 +11,7 @@ from engines.train.contrastive import (
     info_nce,
     kernel_top1,
     neighbour_row_mask,
+    spherical_kmeans,
 )
 
 
@@ -56,6 +57,29 @@ def test_clutter_fifo_wraps():
     assert torch.allclose(bank.clutter[1], b[2], atol=1e-6)
     assert torch.allclose(bank.clutter[2], a[2], atol=1e-6)
     assert bank.clutter_ptr.item() == 2
+
+
+def test_clutter_centres_find_the_clusters_of_the_fifo():
+    # three tight clusters around orthogonal directions: k-means recovers them, deterministically
+    g = torch.Generator().manual_seed(0)
+    axes = torch.eye(6)[:3]
+    pts = F.normalize(
+        axes.repeat_interleave(20, 0) + 0.05 * torch.randn(60, 6, generator=g), dim=-1
+    )
+    bank = FeatureBank(2, 1, 6, BankConfig(n_clutter=60))
+    bank.push_clutter(pts)
+    c = bank.clutter_centres(3)
+    assert c.shape == (3, 6)
+    assert torch.allclose(c.norm(dim=-1), torch.ones(3), atol=1e-5)
+    best = (c @ axes.T).max(dim=0).values  # every axis has a centre next to it
+    assert (best > 0.99).all()
+    assert torch.equal(c, bank.clutter_centres(3))
+    # one component is the mean direction the likelihood has always used
+    assert torch.allclose(bank.clutter_centres(1)[0], bank.clutter_direction())
+    with pytest.raises(ValueError):
+        bank.clutter_centres(0)
+    with pytest.raises(ValueError):
+        spherical_kmeans(pts, 61)
 
 
 def test_neighbour_mask_covers_every_bin_but_not_self():
