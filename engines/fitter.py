@@ -349,7 +349,8 @@ class NBVFitter:
     ) -> FitResult:
         """A few Adam steps on global orient, body pose and translation from ``prev``; with
         ``regression`` the body pose is also pulled towards its body pose
-        (``FitConfig.regression_prior_weight``)."""
+        (``FitConfig.regression_prior_weight``) and the start's body pose blended towards it
+        (``FitConfig.warm_pose_blend``)."""
         self._check_inputs(prev, features, camera)
         cfg = self.config
         start = prev.detach()
@@ -360,6 +361,10 @@ class NBVFitter:
             if regression.batch != prev.batch:
                 raise ValueError(f"regression has {regression.batch} bodies, prev {prev.batch}")
             pose_anchor = regression.body_pose.detach()
+            a = cfg.warm_pose_blend
+            if a > 0:
+                pose = (1.0 - a) * start.body_pose + a * pose_anchor
+                start = BodyState(start.global_orient, pose, start.betas, start.transl)
         n = cfg.warm_steps if steps is None else steps
         state, _, evaluation = self._optimise(
             start,

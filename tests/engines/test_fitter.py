@@ -279,6 +279,28 @@ def test_regression_prior_pulls_the_body_pose_towards_the_anchor(scene):
         held.warm_start(prev, feats, cam, regression=BodyState.cat([reg, reg]))
 
 
+def test_warm_pose_blend_starts_between_the_previous_fit_and_the_regression(scene):
+    """``warm_pose_blend`` a: the start's body pose is (1 - a) prev + a regression; orientation,
+    shape and translation stay the previous fit's; without a regression nothing is blended."""
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    prev = _perturb(gt, pose_noise=0.2, seed=5)
+    reg = BodyState(gt.global_orient + 0.3, gt.body_pose, gt.betas + 0.1, gt.transl + 0.05)
+    for a in (0.0, 0.5, 1.0):
+        cfg = FitConfig(warm_steps=0, warm_pose_blend=a, regression_prior_weight=0.0)
+        res = NBVFitter(body, nbv, table, clutter, cfg).warm_start(prev, feats, cam, regression=reg)
+        want = (1 - a) * prev.body_pose + a * reg.body_pose
+        torch.testing.assert_close(res.state.body_pose, want)
+        torch.testing.assert_close(res.state.global_orient, prev.global_orient)
+        torch.testing.assert_close(res.state.transl, prev.transl)
+        torch.testing.assert_close(res.state.betas, prev.betas)
+    alone = NBVFitter(body, nbv, table, clutter, cfg).warm_start(prev, feats, cam)
+    torch.testing.assert_close(alone.state.body_pose, prev.body_pose)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="warm_pose_blend"):
+            FitConfig(warm_pose_blend=bad)
+
+
 def _part_logits(scene, state):
     """Part-head logits that put each pixel's mass on the part the body shows there."""
     body, nbv, *_ = scene
