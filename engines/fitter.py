@@ -19,7 +19,7 @@ metres; the feature map's camera is a :class:`engines.render.Camera`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -363,8 +363,7 @@ class NBVFitter:
             pose_anchor = regression.body_pose.detach()
             a = cfg.warm_pose_blend
             if a > 0:
-                pose = (1.0 - a) * start.body_pose + a * pose_anchor
-                start = BodyState(start.global_orient, pose, start.betas, start.transl)
+                start = replace(start, body_pose=(1.0 - a) * start.body_pose + a * pose_anchor)
         n = cfg.warm_steps if steps is None else steps
         state, _, evaluation = self._optimise(
             start,
