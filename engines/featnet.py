@@ -64,6 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines.safetensors_io import read_with_metadata
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -331,17 +333,9 @@ class FeatureNet(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> FeatureNet:
         """Load a checkpoint written by ``save_checkpoint``; the model is in eval mode."""
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        meta_path = path.with_suffix(".json")
-        if not path.is_file() or not meta_path.is_file():
-            raise FileNotFoundError(f"checkpoint needs {path} and {meta_path}")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {_FORMAT!r}")
+        meta, tensors = read_with_metadata(path, _FORMAT, "checkpoint", device=map_location)
         model = cls(FeatNetConfig.from_dict(meta["config"]))
-        model.load_state_dict(load_file(str(path), device=map_location), strict=True)
+        model.load_state_dict(tensors, strict=True)
         model.checkpoint_metadata = dict(meta.get("metadata", {}))
         return model.eval()
 

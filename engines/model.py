@@ -19,6 +19,7 @@ import torch
 from engines.body import BodyModel
 from engines.featnet import FeatNetConfig, FeatureNet
 from engines.nbv import NBVConfig, NeuralBodyVolume
+from engines.safetensors_io import read_with_metadata
 from engines.train.contrastive import BankConfig, FeatureBank
 
 __all__ = ["DEFAULT_BUNDLE", "ModelBundle", "body_model_hash", "code_version", "load_model"]
@@ -98,18 +99,8 @@ class ModelBundle:
 
 def load_model(path: str | Path | None = None) -> ModelBundle:
     """Load a bundle written by :meth:`ModelBundle.save` (pickle-free)."""
-    from safetensors.torch import load_file
-
     path = Path(path) if path is not None else DEFAULT_BUNDLE
-    meta_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"model metadata {meta_path} does not exist")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    tensors = load_file(str(path))
+    meta, tensors = read_with_metadata(path, FORMAT, "model")
     net = FeatureNet(FeatNetConfig.from_dict(meta["featnet"]))
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
     b = dict(meta["bank"])
