@@ -13,7 +13,9 @@ position, so in video the patch jumps from frame to frame). Methods and timing:
 likelihood), cold_fit_no_parts on advocc80 (hypotheses chosen without the part head), warm_fit at
 ``FitConfig.warm_steps`` and warm_fit@n for every ``--warm-steps`` n). ``regression@cold`` is
 the regression scored on the cold-fit frames only (like for like with cold_fit when
-``--cold-every`` > 1).
+``--cold-every`` > 1). ``regression_flip`` is the head flip test-time averaged
+(``engines.mirror``) on the same images (under AdvOcc the patch is the plain head's worst, not
+its own); ``--regression-flip`` makes that the regression of every method and of the search.
 
 Output: ``{protocol: {method: {mpjpe, pa_mpjpe, mpjpe14, pa_mpjpe14, pckh, ms_per_frame, steps,
 frames}}, "paired": {protocol: {"A - B": {mean_mm, ci95_mm, a_better, frames}}}, "meta": {...}}``;
@@ -76,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--cold-every", type=int, help="cold fits on every n-th frame")
     ap.add_argument("--fit-batch", type=int, default=8, help="bodies per cold-fit batch")
     ap.add_argument("--fit-scale", type=float, help="scale of the cold-fit step counts")
+    ap.add_argument("--regression-flip", action="store_true",
+                    help="regression head with flip test-time averaging (engines.mirror), "
+                    "used by every method and the AdvOcc search")  # fmt: skip
     ap.add_argument("--real-npz", help="SPIN/mmhuman3d-style .npz (replaces synthetic data)")
     ap.add_argument("--image-root", help="image directory of --real-npz")
     ap.add_argument("--focal", type=float, help="real data: frame focal length (px)")
@@ -143,7 +148,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         stage1_steps=max(1, round(base.stage1_steps * args.fit_scale)),
         stage2_steps=max(1, round(base.stage2_steps * args.fit_scale)),
     )
-    ev = Evaluator(bundle, fit_config=fit_cfg)
+    ev = Evaluator(bundle, fit_config=fit_cfg, regression_flip=args.regression_flip)
     S = ev.size
     if args.real_npz:
         from engines.evaluation.realdata import RealDataset
@@ -174,6 +179,8 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         reg_out, regs = zip(*(ev.run_regression(pf) for pf in pfs))
         r = {"regression": score(list(reg_out), pfs)}
         r["mean_pose"] = score([ev.run_mean_pose(pf, g) for pf, g in zip(pfs, regs)], pfs)
+        if not args.regression_flip:  # the head flip test-time averaged, on the same images
+            r["regression_flip"] = score([ev.run_regression(pf, flip=True)[0] for pf in pfs], pfs)
         say(f"{proto}: cold_fit")
         cold = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch)
         r["cold_fit"] = score(cold, pfs)
@@ -230,6 +237,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         "quick": bool(args.quick),
         "seed": args.seed,
         "grid_step": args.grid_step,
+        "regression_flip": bool(args.regression_flip),
         "cold_every": args.cold_every,  # cold_fit rows score frames t % cold_every == 0 only
         "fit_batch": args.fit_batch,
         "fit_config": asdict(fit_cfg),

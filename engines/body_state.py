@@ -13,12 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
+from engines.mirror import MIRROR_JOINTS
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = ["BodyState", "extrapolate", "flip_front_back", "turn_about_vertical", "velocity"]
-
-# SMPL left/right joint pairs (docs/conventions.md joint table), for mirroring poses.
-_MIRROR = (0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22)
 
 
 @dataclass
@@ -110,7 +108,7 @@ def flip_front_back(state: BodyState, pelvis_rest: torch.Tensor) -> BodyState:  
     """
     turned = turn_about_vertical(state, pelvis_rest, 180.0)
     full = torch.cat([turned.global_orient, state.body_pose], dim=1).reshape(-1, 24, 3)
-    mirrored = full[:, list(_MIRROR)] * full.new_tensor([1.0, -1.0, -1.0])
+    mirrored = full[:, list(MIRROR_JOINTS)] * full.new_tensor([1.0, -1.0, -1.0])
     # the global orientation is not mirrored (it is the body's facing, already turned)
     body_pose = mirrored[:, 1:].reshape(-1, 69)
     return BodyState(turned.global_orient, body_pose, state.betas.clone(), turned.transl)

@@ -28,7 +28,7 @@ class FitConfig:
     turn_hypotheses: bool = False
     # starts kept for stage 2, the best by stage-1 objective (+ part term): 0 = all of them
     stage2_hypotheses: int = 0
-    warm_steps: int = 8
+    warm_steps: int = 5  # per warm start (x 2 with warm_orient_hypothesis)
     warm_lr: float = 0.01
     extrapolate: float = 0.0  # fraction of the last per-frame velocity added at warm start
     # warm start's body pose moved this fraction of the way from the previous fit's body pose
@@ -38,6 +38,15 @@ class FitConfig:
     # frames, warm MPJPE mm, blend 0 / 0.5 / 1): clean 137.5 / 139.7 / 137.6, occ 184.9 / 186.9 /
     # 185.5, so off by default
     warm_pose_blend: float = 0.0
+    # warm start also runs its steps from the start turned to the frame's regression estimate
+    # of the global orientation, and keeps the better by objective (+ part term): a track then
+    # follows turns faster than its steps can rotate it (seen in holdout take cmu_61_12, which
+    # spins 18 degrees a frame at 30 fps) and leaves a wrong orientation when the regression
+    # finds a better one. Twice the steps (both counted). Measured on the val split (10 seqs x
+    # 8 frames, warm MPJPE mm, clean / occ / AdvOcc@80): 8 steps from the previous fit 137.5 /
+    # 168.1 / 397.4; 4 + 4 with this 135.3 / 170.5 / 374.0; 5 + 5 134.2 / 165.0 / 374.3 (the
+    # default: at most 10 steps a frame)
+    warm_orient_hypothesis: bool = True
     temporal_weight: float = 0.0  # pull towards the (extrapolated) previous state at warm start
     M: int = 10  # kernels kept per pixel
     precision: float = 4000.0  # isotropic kernel precision (m^-2)

@@ -10,8 +10,10 @@ and pass them in; every entry point returns new states and leaves its inputs unt
   ``stage2_hypotheses`` only the best after stage 1 go on); given the network's part logits,
   the hypotheses are compared with the part term as well (``FitConfig.part_weight``).
 - :meth:`NBVFitter.warm_start`: from the previous frame's fit (optionally extrapolated with the
-  last velocity), a few steps on all pose parameters, with diagnostics (final likelihood,
-  occlusion map, a ``lost`` flag when the body no longer explains the image).
+  last velocity), a few steps on all pose parameters, optionally also from the same start
+  turned to the regression's orientation (``FitConfig.warm_orient_hypothesis``), with
+  diagnostics (final likelihood, occlusion map, a ``lost`` flag when the body no longer
+  explains the image).
 
 Geometry: docs/conventions.md (axis-angle in SMPL order; translation in the OpenCV camera frame,
 metres; the feature map's camera is a :class:`engines.render.Camera`).
@@ -346,12 +348,16 @@ class NBVFitter:
         velocity: BodyState | None = None,  # per-frame change of the parameters at prev
         steps: int | None = None,
         regression: BodyState | None = None,  # this frame's regression estimate
+        part_logits: torch.Tensor | None = None,  # [B, P, H, W] part head's logits
     ) -> FitResult:
         """A few Adam steps on global orient, body pose and translation from ``prev``; with
         ``regression`` the body pose is also pulled towards its body pose
         (``FitConfig.regression_prior_weight``) and the start's body pose blended towards it
-        (``FitConfig.warm_pose_blend``)."""
-        self._check_inputs(prev, features, camera)
+        (``FitConfig.warm_pose_blend``). With ``FitConfig.warm_orient_hypothesis`` the same
+        steps also run from the start with the regression's global orientation, and each body
+        keeps the better of the two on objective (+ ``part_weight`` x :meth:`part_score` with
+        ``part_logits``); ``steps`` then counts both."""
+        parts = self._check_inputs(prev, features, camera, part_logits)
         cfg = self.config
         start = prev.detach()
         if velocity is not None and cfg.extrapolate > 0:
@@ -365,14 +371,26 @@ class NBVFitter:
             if a > 0:
                 start = replace(start, body_pose=(1.0 - a) * start.body_pose + a * pose_anchor)
         n = cfg.warm_steps if steps is None else steps
-        state, _, evaluation = self._optimise(
-            start,
-            features,
-            camera,
-            ("global_orient", "body_pose", "transl"),
-            n,
-            cfg.warm_lr,
-            anchor=start,
-            pose_anchor=pose_anchor,
+        free = ("global_orient", "body_pose", "transl")
+        state, loss, evaluation = self._optimise(
+            start, features, camera, free, n, cfg.warm_lr, anchor=start, pose_anchor=pose_anchor
         )
-        return self._finish(state, features, camera, n, evaluation, pose_anchor)
+        if not (cfg.warm_orient_hypothesis and regression is not None) or torch.equal(
+            regression.global_orient, start.global_orient
+        ):  # (a start from the regression itself: the same start twice)
+            return self._finish(state, features, camera, n, evaluation, pose_anchor)
+        alt_start = replace(
+            start,
+            global_orient=regression.global_orient.detach(),
+        )
+        alt, alt_loss, _ = self._optimise(
+            alt_start, features, camera, free, n, cfg.warm_lr, anchor=start,
+            pose_anchor=pose_anchor,
+        )  # fmt: skip
+        if parts is not None:
+            loss = loss + cfg.part_weight * self.part_score(state, camera, parts)
+            alt_loss = alt_loss + cfg.part_weight * self.part_score(alt, camera, parts)
+        better = alt_loss < loss
+        if bool(better.any()):
+            state, evaluation = BodyState.where(better, alt, state), None
+        return self._finish(state, features, camera, 2 * n, evaluation, pose_anchor)

@@ -60,6 +60,12 @@ FIT_DEFAULTS: dict[str, Any] = {
     "flip_hypothesis": False,
     "warm_steps": 4,
     "extrapolate": 0.5,
+    # off live: twice the warm steps, and the fit is the pipeline's slowest stage (37.5 ms a
+    # frame here, benchmarks/results/pipeline.json). On the val split (warm MPJPE mm, clean /
+    # occ / AdvOcc@80, extrapolate 0.5): 4 steps 136.4 / 173.3 / 398.0; 2 + 2 with it 144.3 /
+    # 169.4 / 384.6; 4 + 4 135.1 / 170.6 / 377.1. Turn it on (fit: {warm_orient_hypothesis:
+    # true}) for recorded video or fast-turning subjects where the frame rate allows
+    "warm_orient_hypothesis": False,
 }
 _HEAVY = ("features", "pose6d", "betas", "cam", "crop_K", "crop_window", "part_logits")
 _NEEDED = ("features", "pose6d", "betas", "cam", "crop_K")
@@ -156,7 +162,7 @@ class FitStage(Stage):
         feats: torch.Tensor,
         camera: Camera,
         prior: list[Track | None],
-        parts: torch.Tensor | None = None,  # [B, P, h, w] part logits (cold starts' choice)
+        parts: torch.Tensor | None = None,  # [B, P, h, w] part logits (the fits' hypotheses)
     ) -> tuple[BodyState, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[bool]]:
         """Fit all bodies; returns (state, joints [B,24,3], likelihood, occluded_fraction,
         label codes [B] (0 tracking, 1 occluded, 2 lost), whether each result is a warm fit)."""
@@ -191,8 +197,10 @@ class FitStage(Stage):
                 else BodyState(*(torch.zeros_like(x) for x in prior[i].body.as_tuple()))
                 for i in warm_idx
             ])  # fmt: skip
+            warm_parts = None if parts is None else parts[warm_idx]
             r = self.fitter.warm_start(prev, feats[warm_idx], select_camera(camera, warm_idx),
-                                       velocity=vel, regression=init.select(warm_idx))  # fmt: skip
+                                       velocity=vel, regression=init.select(warm_idx),
+                                       part_logits=warm_parts)  # fmt: skip
             store(warm_idx, r, True)
             self.stats["warm"] += len(warm_idx)
             if self.params.recover_lost:

@@ -3,7 +3,9 @@
 Methods:
 
 - ``regression``: the feature network's regression head alone (6D rotations -> axis-angle, its
-  betas, translation from the weak-perspective camera with the crop focal ``K[0, 0]``).
+  betas, translation from the weak-perspective camera with the crop focal ``K[0, 0]``; with
+  ``Evaluator(regression_flip=True)`` flip test-time averaged, ``engines.mirror``). Every method
+  that uses the regression (the AdvOcc search, the fits' starts and pose anchor) uses the same.
 - ``cold_fit``: per frame, the fitter's full cold-start schedule from the regression estimate
   (``FitConfig`` defaults, occlusion-robust likelihood); ``cold_fit_plain``: the same with the
   plain likelihood (same learning rate, so only the likelihood differs).
@@ -34,6 +36,7 @@ from engines.featnet import STRIDE, normalize_images
 from engines.fit_config import FitConfig
 from engines.fitter import NBVFitter
 from engines.metrics import JOINTS14, mpjpe, pa_mpjpe, pckh
+from engines.mirror import flip_average, flip_crops
 from engines.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from engines.tracking import regression_init
 from engines.train.step import body_joints_from_rotmats, feature_camera
@@ -136,9 +139,10 @@ class Evaluator:
 
     def __init__(
         self, bundle, body: BodyModel | None = None, fit_config: FitConfig | None = None,
-        batch: int = 16,
+        batch: int = 16, regression_flip: bool = False,
     ) -> None:  # fmt: skip
         self.net = bundle.net.eval()
+        self.regression_flip = bool(regression_flip)  # engines.mirror.flip_average
         self.body = body if body is not None else BodyModel.default()
         self.nbv = bundle.build_nbv(self.body)
         self.size = self.net.config.input_size
@@ -155,8 +159,12 @@ class Evaluator:
         images: np.ndarray,  # [B, S, S, 3] uint8
         K: np.ndarray,  # [B, 3, 3]
         features: bool = True,
+        flip: bool | None = None,  # None: the evaluator's regression_flip
     ) -> Regression:
-        """Regression-head estimate (in chunks of ``batch``); joints in the crop camera frame."""
+        """Regression-head estimate (in chunks of ``batch``); joints in the crop camera frame.
+        With ``flip`` the head's outputs are flip test-time averaged
+        (``engines.mirror.flip_average``; features and part logits are the unflipped crops')."""
+        flip = self.regression_flip if flip is None else bool(flip)
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[1:] != (self.size, self.size, 3):
             raise ValueError(f"images must be [B, {self.size}, {self.size}, 3], got {images.shape}")
@@ -165,7 +173,10 @@ class Evaluator:
             raise ValueError(f"K must be [B, 3, 3] = [{len(images)}, 3, 3], got {K.shape}")
         feats, states, joints, parts = [], [], [], []
         for i in range(0, len(images), self.batch):
-            out = self.net(normalize_images(images[i : i + self.batch]))
+            chunk = images[i : i + self.batch]
+            out = self.net(normalize_images(chunk))
+            if flip:
+                out = {**out, **flip_average(out, self.net(normalize_images(flip_crops(chunk))))}
             Kt = torch.as_tensor(K[i : i + self.batch], dtype=torch.float32)
             st = regression_init(out["pose6d"], out["betas"], out["cam"], Kt, self.size)
             states.append(st)
@@ -185,9 +196,11 @@ class Evaluator:
         return feature_camera(torch.as_tensor(K, dtype=torch.float32), STRIDE, self.size)
 
     # ------------------------------------------------------------------ methods
-    def run_regression(self, pf: ProtocolFrames) -> tuple[MethodOutput, Regression]:
+    def run_regression(
+        self, pf: ProtocolFrames, flip: bool | None = None
+    ) -> tuple[MethodOutput, Regression]:
         t0 = time.perf_counter()
-        reg = self.regress(pf.images, pf.K)
+        reg = self.regress(pf.images, pf.K, flip=flip)
         ms = (time.perf_counter() - t0) * 1000.0 / max(1, len(pf.images))
         T = len(pf.images)
         return MethodOutput(reg.joints.numpy(), np.full(T, ms), np.zeros(T), np.arange(T)), reg
@@ -271,11 +284,14 @@ class Evaluator:
         for t in range(1, T):
             init = BodyState.cat([r.state.select(slice(t, t + 1)) for r in regs])
             feats = torch.cat([r.features[t : t + 1] for r in regs])
+            parts = None
+            if all(r.part_logits is not None for r in regs):
+                parts = torch.cat([r.part_logits[t : t + 1] for r in regs])
             cam = self.camera(np.stack([pf.K[t] for pf in pfs]))
             t0 = time.perf_counter()
             vel = velocity(prev2, prev) if prev2 is not None else None
             res = self.fitter.warm_start(prev, feats, cam, velocity=vel, steps=steps,
-                                         regression=init)  # fmt: skip
+                                         regression=init, part_logits=parts)  # fmt: skip
             used = torch.full((n,), float(res.steps))
             lost = res.lost
             state, jt = res.state, res.joints

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engines.mirror import MIRROR_JOINTS
 from engines.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = [
@@ -36,9 +37,8 @@ ACKNOWLEDGEMENT = (
     "Learned from the CMU Graphics Lab Motion Capture Database (mocap.cs.cmu.edu); the database "
     "was created with funding from NSF EIA-0196217."
 )
-# SMPL joint 1..23 -> its mirror joint (left/right swapped), as body_pose joint indices 0..22
-_MIRROR = np.array([2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20,
-                    23, 22]) - 1  # fmt: skip
+# SMPL joint 1..23 -> its mirror joint, as body_pose joint indices 0..22
+_MIRROR = np.array(MIRROR_JOINTS[1:]) - 1
 
 
 def mirror_body_pose(body_pose: np.ndarray) -> np.ndarray:  # [N, 69] -> [N, 69]

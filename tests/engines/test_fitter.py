@@ -287,7 +287,12 @@ def test_warm_pose_blend_starts_between_the_previous_fit_and_the_regression(scen
     prev = _perturb(gt, pose_noise=0.2, seed=5)
     reg = BodyState(gt.global_orient + 0.3, gt.body_pose, gt.betas + 0.1, gt.transl + 0.05)
     for a in (0.0, 0.5, 1.0):
-        cfg = FitConfig(warm_steps=0, warm_pose_blend=a, regression_prior_weight=0.0)
+        cfg = FitConfig(
+            warm_steps=0,
+            warm_pose_blend=a,
+            regression_prior_weight=0.0,
+            warm_orient_hypothesis=False,
+        )
         res = NBVFitter(body, nbv, table, clutter, cfg).warm_start(prev, feats, cam, regression=reg)
         want = (1 - a) * prev.body_pose + a * reg.body_pose
         torch.testing.assert_close(res.state.body_pose, want)
@@ -299,6 +304,35 @@ def test_warm_pose_blend_starts_between_the_previous_fit_and_the_regression(scen
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="warm_pose_blend"):
             FitConfig(warm_pose_blend=bad)
+
+
+def test_warm_orient_hypothesis_follows_a_fast_turn_and_keeps_a_good_track(scene):
+    """Body 0: the previous fit is 45 degrees behind a turn (more than the warm steps rotate)
+    and the regression's orientation is near the truth; body 1: the previous fit is near the
+    truth and the regression is turned 120 degrees. With the hypothesis (the previous fit turned
+    to the regression's orientation) each body keeps the right start."""
+    body, nbv, table, clutter, cam, gt = scene
+    feats, gt_joints = _features(scene, gt)
+    pelvis = body.rest_joints(gt.betas)[:, 0]
+    near = _perturb(gt, d_transl=(0.02, 0.01, 0.03), d_orient=0.03, pose_noise=0.03, seed=7)
+    prev = BodyState.cat([turn_about_vertical(near, pelvis, 45.0), near])
+    reg = BodyState.cat([near, turn_about_vertical(near, pelvis, 120.0)])
+    feats2, cam2 = feats.expand(2, -1, -1, -1), cam
+    cfg = dict(warm_steps=6, warm_lr=0.01, regression_prior_weight=0.0)
+    plain = NBVFitter(body, nbv, table, clutter, FitConfig(warm_orient_hypothesis=False, **cfg))
+    hyp = NBVFitter(body, nbv, table, clutter, FitConfig(warm_orient_hypothesis=True, **cfg))
+    a = plain.warm_start(prev, feats2, cam2, regression=reg)
+    b = hyp.warm_start(prev, feats2, cam2, regression=reg)
+    err = lambda r, i: _joint_err(scene, r.state.select([i]), gt_joints)  # noqa: E731
+    assert err(a, 0) > 0.1 and err(b, 0) < 0.05, (err(a, 0), err(b, 0))
+    assert err(b, 1) < 0.05 and err(b, 1) == pytest.approx(err(a, 1), abs=1e-6)
+    assert a.steps == 6 and b.steps == 12
+    alone = hyp.warm_start(prev, feats2, cam2)  # without a regression: the plain warm start
+    torch.testing.assert_close(alone.state.global_orient, plain.warm_start(prev, feats2, cam2)
+                               .state.global_orient)  # fmt: skip
+    assert alone.steps == 6
+    again = hyp.warm_start(reg, feats2, cam2, regression=reg)  # a re-init from the regression
+    assert again.steps == 6  # one start, not the same one twice
 
 
 def _part_logits(scene, state):

@@ -98,6 +98,26 @@ def test_batched_equals_one_by_one_and_matches_the_network(model):
     np.testing.assert_allclose(three.persons[2].extras["cam"], ref["cam"][0].numpy(), atol=1e-5)
 
 
+def test_regression_flip_averages_the_head_over_the_mirrored_crop(model):
+    from engines.crop import extract_crops, make_crop
+    from engines.mirror import flip_average, flip_crops
+
+    plain = _stage(model, feature_dtype="float32")
+    flip = _stage(model, feature_dtype="float32", regression_flip=True, max_batch=3)
+    [a] = plain.process(_frame(2))
+    [b] = flip.process(_frame(2))
+    net = load_model(model).net
+    crop = make_crop(a.extras["camera_K"], a.persons[1].box, 64, 1.2, 32.0)
+    img = extract_crops(_frame(2).image, [crop], (124, 116, 104))
+    with torch.no_grad():
+        ref = flip_average(net(normalize_images(img)), net(normalize_images(flip_crops(img))))
+    for k in ("pose6d", "betas", "cam"):
+        np.testing.assert_allclose(b.persons[1].extras[k], ref[k][0].numpy(), atol=1e-5)
+    assert not np.allclose(a.persons[1].extras["pose6d"], b.persons[1].extras["pose6d"])
+    for k in ("features", "part_logits"):  # the unflipped crop's maps
+        np.testing.assert_allclose(a.persons[1].extras[k], b.persons[1].extras[k], atol=1e-5)
+
+
 def test_frames_without_people_pass_through_and_intrinsics_can_be_given(model):
     st = _stage(model, fx=200.0, cx=70.0)
     empty = _frame(0)

@@ -41,12 +41,13 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     assert set(r) == {"clean", "advocc80", "paired", "meta"}
     assert set(r["paired"]["advocc80"]) == {"cold_fit - regression", "cold_fit - cold_fit_plain",
                                             "cold_fit - cold_fit_no_parts", "warm_fit@1 - cold_fit",
-                                            "warm_fit@8 - cold_fit"}  # fmt: skip
+                                            "warm_fit@5 - cold_fit"}  # fmt: skip
     d = r["paired"]["clean"]["cold_fit - regression"]
     assert d["frames"] == r["clean"]["cold_fit"]["frames"]
     assert d["ci95_mm"][0] <= d["mean_mm"] <= d["ci95_mm"][1]
-    assert set(r["advocc80"]) == {"mean_pose", "regression", "cold_fit", "cold_fit_plain",
-                                  "cold_fit_no_parts", "warm_fit", "warm_fit@1"}  # fmt: skip
+    assert set(r["advocc80"]) == {"mean_pose", "regression", "regression_flip", "cold_fit",
+                                  "cold_fit_plain", "cold_fit_no_parts", "warm_fit",
+                                  "warm_fit@1"}  # fmt: skip
     for m in r["clean"].values():
         assert m["frames"] >= 2 and m["mpjpe"] > 0
     assert r["meta"]["crop_size"] == S and r["meta"]["data"]["frames"] == 3
@@ -56,12 +57,18 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
 def test_quick_run_on_the_validation_split(tmp_path, capsys):
     """``--split val`` renders the validation takes (for choosing settings), never holdout."""
     model = tiny_bundle(BodyModel.default()).save(tmp_path / "m.safetensors")
-    args = accuracy.parse_args([
+    argv = [
         "--quick", "--model", str(model), "--split", "val", "--protocols", "clean",
         "--frames", "2", "--fit-scale", "0.05", "--warm-steps", "1",
-    ])  # fmt: skip
-    r = accuracy.run(args)
+    ]  # fmt: skip
+    r = accuracy.run(accuracy.parse_args(argv))
     assert r["meta"]["data"]["synthetic"] == "val split (validation takes)"
     assert r["clean"]["regression"]["frames"] == 2 and 0 <= r["kernel_top1"] <= 1
+    # --regression-flip: the flip-averaged head is every method's regression (its row above)
+    flip = accuracy.run(accuracy.parse_args([*argv, "--regression-flip"]))
+    assert "regression_flip" not in flip["clean"] and flip["meta"]["regression_flip"]
+    for k in ("mpjpe", "pa_mpjpe", "pckh"):
+        assert flip["clean"]["regression"][k] == pytest.approx(r["clean"]["regression_flip"][k])
+    assert r["clean"]["regression_flip"]["pa_mpjpe"] != r["clean"]["regression"]["pa_mpjpe"]
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--split", "train"])

@@ -48,6 +48,31 @@ def test_regression_state_matches_joints(setup):
     assert reg.features.shape[-1] == S // 4
 
 
+def test_regression_flip_averages_the_head_and_keeps_the_maps(setup):
+    import torch
+
+    from engines.featnet import normalize_images
+    from engines.mirror import flip_average, flip_crops
+    from engines.tracking import regression_init
+
+    ev, seqs = setup
+    flip = Evaluator(tiny_bundle(ev.body), ev.body, ev.config, batch=1, regression_flip=True)
+    imgs = np.stack([f.image for f in seqs[0].frames])
+    K = np.stack([f.K for f in seqs[0].frames])
+    a, b = ev.regress(imgs, K), flip.regress(imgs, K)
+    with torch.no_grad():
+        x = normalize_images(imgs)
+        avg = flip_average(ev.net(x), ev.net(normalize_images(flip_crops(imgs))))
+    Kt = torch.as_tensor(K, dtype=torch.float32)
+    ref = regression_init(avg["pose6d"], avg["betas"], avg["cam"], Kt, S)
+    np.testing.assert_allclose(b.state.body_pose, ref.body_pose, atol=1e-5)
+    np.testing.assert_allclose(b.state.transl, ref.transl, atol=1e-5)
+    np.testing.assert_allclose(b.state.global_orient, a.state.global_orient, atol=1e-5)
+    assert not np.allclose(a.state.body_pose, b.state.body_pose, atol=1e-4)
+    np.testing.assert_allclose(b.features, a.features, atol=1e-5)
+    np.testing.assert_allclose(b.part_logits, a.part_logits, atol=1e-5)
+
+
 def test_per_sample_mpjpe_agrees_with_metrics():
     rng = np.random.default_rng(0)
     pred, gt = rng.normal(size=(3, 24, 3)), rng.normal(size=(3, 24, 3))
