@@ -139,7 +139,10 @@ def test_port_already_in_use(tmp_path):
 
 @pytest.mark.parametrize("mode", ["threads", "processes"])
 def test_ctrl_c_drains_and_exits_cleanly(tmp_path, mode):
-    clip = write_clip(tmp_path / "c.mp4", n=100, fps=25)
+    # 10 s of real-time source, so the interrupt (after 5 published frames) lands mid-stream
+    # even when start-up and the first fits are slow on a loaded machine (with 4 s, the CI run
+    # once published the whole clip before the interrupt arrived)
+    clip = write_clip(tmp_path / "c.mp4", n=250, fps=25)
     cmd = [
         sys.executable,
         str(ROOT / "run_stream.py"),
@@ -172,8 +175,8 @@ def test_ctrl_c_drains_and_exits_cleanly(tmp_path, mode):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     s = json.loads(out.strip().splitlines()[-1])
-    assert s["interrupted"] and s["ok"]
-    assert 0 < s["frames"] < 100 and s["published"] == s["frames"]  # drained, nothing lost
+    assert s.get("interrupted") and s["ok"], s
+    assert 0 < s["frames"] < 250 and s["published"] == s["frames"], s  # drained, nothing lost
     lines = (tmp_path / "o" / "poses.jsonl").read_text().splitlines()
     assert len(lines) == s["published"]
 
