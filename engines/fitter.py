@@ -357,8 +357,11 @@ class NBVFitter:
         steps also run from the start with the regression's global orientation, and each body
         keeps the better of the two on objective (+ ``part_weight`` x :meth:`part_score` with
         ``part_logits``); ``steps`` then counts both."""
-        parts = self._check_inputs(prev, features, camera, part_logits)
         cfg = self.config
+        # part log-probabilities only where they are used (every frame of every track otherwise)
+        parts = self._check_inputs(
+            prev, features, camera, part_logits if cfg.warm_orient_hypothesis else None
+        )
         start = prev.detach()
         if velocity is not None and cfg.extrapolate > 0:
             start = extrapolate(start, velocity, cfg.extrapolate)

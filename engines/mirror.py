@@ -19,6 +19,8 @@ person): ``FeaturesParams.regression_flip``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -31,6 +33,7 @@ __all__ = [
     "flip_crops",
     "mirror_cam",
     "mirror_rotmats",
+    "run_flip_averaged",
 ]
 
 # SMPL joint -> its mirror joint (left/right swapped; docs/conventions.md joint table)
@@ -96,3 +99,16 @@ def flip_average(
         "betas": 0.5 * (out["betas"].float() + flipped["betas"].float()),
         "cam": 0.5 * (out["cam"].float() + mirror_cam(flipped["cam"].float())),
     }
+
+
+def run_flip_averaged(
+    run: Callable[[np.ndarray], dict[str, torch.Tensor]],  # crops [N, S, S, 3] -> outputs [N, ...]
+    crops: np.ndarray,  # [B, S, S, 3]
+) -> dict[str, torch.Tensor]:
+    """``run`` on the crops and their flips in one call; the crops' outputs with the regression
+    (pose6d, betas, cam) replaced by :func:`flip_average` (the maps stay the unflipped crops')."""
+    n = len(crops)
+    both = run(np.concatenate([crops, flip_crops(crops)]))
+    out = {k: v[:n] for k, v in both.items()}
+    out.update(flip_average(out, {k: v[n:] for k, v in both.items()}))
+    return out

@@ -33,7 +33,7 @@ import torch
 from engines.backends import EngineConfig, create_engine
 from engines.crop import extract_crops, frame_intrinsics, make_crop
 from engines.featnet import normalize_images
-from engines.mirror import flip_average, flip_crops
+from engines.mirror import run_flip_averaged
 from engines.model import DEFAULT_BUNDLE, load_model
 from pipeline.messages import FrameMessage, Message
 from stages.base import Stage
@@ -156,13 +156,8 @@ class FeatureStage(Stage):
         crops = [make_crop(K, q.box, self.input_size, p.crop_scale, p.min_crop)
                  for q in msg.persons]  # fmt: skip
         images = extract_crops(msg.image, crops, p.border_value)
-        if p.regression_flip:
-            both = self.run_engine(np.concatenate([images, flip_crops(images)]))
-            n = len(images)
-            out = {k: v[:n] for k, v in both.items()}
-            out.update(flip_average(out, {k: v[n:] for k, v in both.items()}))
-        else:
-            out = self.run_engine(images)
+        run = self.run_engine
+        out = run_flip_averaged(run, images) if p.regression_flip else run(images)
         feats = out["features"].numpy().astype(self._dtype)
         parts = out["part_logits"].numpy().astype(self._dtype)
         pose6d, betas, cam = (out[k].numpy().astype(np.float32) for k in ("pose6d", "betas", "cam"))

@@ -36,7 +36,7 @@ from engines.featnet import STRIDE, normalize_images
 from engines.fit_config import FitConfig
 from engines.fitter import NBVFitter
 from engines.metrics import JOINTS14, mpjpe, pa_mpjpe, pckh
-from engines.mirror import flip_average, flip_crops
+from engines.mirror import run_flip_averaged
 from engines.rotations import matrix_to_axis_angle, rot6d_to_matrix
 from engines.tracking import regression_init
 from engines.train.step import body_joints_from_rotmats, feature_camera
@@ -172,11 +172,10 @@ class Evaluator:
         if K.shape != (len(images), 3, 3):
             raise ValueError(f"K must be [B, 3, 3] = [{len(images)}, 3, 3], got {K.shape}")
         feats, states, joints, parts = [], [], [], []
+        run = lambda x: self.net(normalize_images(x))  # noqa: E731
         for i in range(0, len(images), self.batch):
             chunk = images[i : i + self.batch]
-            out = self.net(normalize_images(chunk))
-            if flip:
-                out = {**out, **flip_average(out, self.net(normalize_images(flip_crops(chunk))))}
+            out = run_flip_averaged(run, chunk) if flip else run(chunk)
             Kt = torch.as_tensor(K[i : i + self.batch], dtype=torch.float32)
             st = regression_init(out["pose6d"], out["betas"], out["cam"], Kt, self.size)
             states.append(st)
