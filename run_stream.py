@@ -2,14 +2,20 @@
 """Run the live pose pipeline on a file, stream or camera and publish over ZeroMQ.
 
 The last stdout line is a one-line JSON summary; the exit status is non-zero if any stage failed.
+Ctrl-C or SIGTERM (``kill``, ``docker stop``, systemd) drains: the source stops, every frame
+already read is published, the sinks are closed and the summary says ``"interrupted": true``;
+a second one stops at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 
 from pipeline.config import ConfigError
 from pipeline.graph import PreflightError
@@ -59,6 +65,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``KeyboardInterrupt`` in the main thread while the graph runs, so a
+    service manager's stop drains like Ctrl-C instead of killing the run with frames in flight
+    and the sinks unclosed. Only from the main thread (where Python delivers signals)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -76,11 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     try:
-        result = run(opts)
+        with sigterm_as_interrupt():
+            result = run(opts)
     except (ConfigError, PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps({"ok": False, "error": str(exc)}))
         return 2
+    except KeyboardInterrupt:  # before the graph ran (loading models, preflight)
+        print("error: interrupted before the stream started", file=sys.stderr)
+        print(json.dumps({"ok": False, "interrupted": True, "error": "interrupted"}))
+        return 130
     for err in result.errors:
         print(f"error: {err}", file=sys.stderr)
         if args.verbose and err.traceback:

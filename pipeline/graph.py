@@ -340,7 +340,7 @@ class Graph:
                         stop.set()
                     else:
                         interrupted = True
-                        log.warning("interrupt: draining (Ctrl-C again to stop now)")
+                        log.warning("interrupt: draining (Ctrl-C or SIGTERM again to stop now)")
                         drain.set()
         finally:
             if errors and not all(e.drained for e in errors):

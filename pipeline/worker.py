@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import multiprocessing as mp
+import multiprocessing.connection as mp_connection
+import os
 import signal
 import threading
 import time
@@ -35,6 +38,7 @@ from stages.base import DrainableError, Stage, StageContext
 
 log = logging.getLogger("nbf.pipeline")
 _METRICS_EVERY_S = 0.2
+ORPHAN_GRACE_S = 5.0  # after the supervisor died: time to stop before a hard exit
 
 
 @dataclass
@@ -293,10 +297,33 @@ def run_in_thread(plan: StagePlan, zctx: zmq.Context, stop, drain, status, barri
     _Worker(plan, zctx, stop, drain, status, acks).run(barrier)
 
 
+def _watch_parent(stop, grace_s: float = ORPHAN_GRACE_S) -> None:
+    """Stop this stage process when the supervisor dies (killed, crashed): without it the
+    stage would run on as an orphan, holding its CPU, GPU and sockets. ``stop`` is shared with
+    the other stage processes, so they all stop; whoever has not left after ``grace_s``
+    (blocked in a long call) exits hard."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        mp_connection.wait([parent.sentinel])
+        log.error("supervisor process exited: stopping")
+        stop.set()
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def run_in_process(plan: StagePlan, stop, drain, status, barrier, acks, log_level: int) -> None:
-    """Spawned-process entry: own zmq context; Ctrl-C is handled by the parent (drain)."""
+    """Spawned-process entry: own zmq context. Ctrl-C and SIGTERM are handled by the parent
+    (drain, then stop), which sends them here through ``drain``/``stop``: a signal sent to the
+    whole process group (a terminal's Ctrl-C, systemd's stop) must not kill a stage mid-frame."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    _watch_parent(stop)
     zctx = zmq.Context()
     try:
         _Worker(plan, zctx, stop, drain, status, acks).run(barrier)

@@ -1,6 +1,8 @@
 """The command line as users meet it: real subprocesses, real files, real sockets."""
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -137,12 +139,11 @@ def test_port_already_in_use(tmp_path):
     assert p.returncode == 2 and "address already in use" in p.stderr and ep in p.stderr
 
 
-@pytest.mark.parametrize("mode", ["threads", "processes"])
-def test_ctrl_c_drains_and_exits_cleanly(tmp_path, mode):
-    # 10 s of real-time source, so the interrupt (after 5 published frames) lands mid-stream
-    # even when start-up and the first fits are slow on a loaded machine (with 4 s, the CI run
-    # once published the whole clip before the interrupt arrived)
-    clip = write_clip(tmp_path / "c.mp4", n=250, fps=25)
+def start_realtime_run(tmp_path, mode, seconds=10):
+    """A real-time run, returned once 5 frames are published, so a signal lands mid-stream
+    even when start-up and the first fits are slow on a loaded machine (with a 4 s clip, a CI
+    run once published the whole clip before the interrupt arrived)."""
+    clip = write_clip(tmp_path / "c.mp4", n=25 * seconds, fps=25)
     cmd = [
         sys.executable,
         str(ROOT / "run_stream.py"),
@@ -162,16 +163,23 @@ def test_ctrl_c_drains_and_exits_cleanly(tmp_path, mode):
     )
     jsonl = tmp_path / "o" / "poses.jsonl"
     deadline = time.monotonic() + 120  # generous: start-up is slow on a loaded 2-core machine
-    flowing = False
-    while time.monotonic() < deadline and proc.poll() is None:  # interrupt once frames flow
+    while time.monotonic() < deadline and proc.poll() is None:
         if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 5:
-            flowing = True
-            break
+            return proc
         time.sleep(0.1)
-    if not flowing:
-        proc.kill()
-        pytest.fail(f"no frames published before the interrupt: {proc.communicate()[1][-2000:]}")
-    proc.send_signal(signal.SIGINT)
+    proc.kill()
+    pytest.fail(f"no frames published in time: {proc.communicate()[1][-2000:]}")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_interrupt_drains_and_exits_cleanly(tmp_path, mode, sig):
+    """Ctrl-C and a service manager's SIGTERM both drain: every frame read is published."""
+    if sig == "SIGINT" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started as a background job: the child inherits SIGINT ignored, as POSIX asks
+        pytest.skip("SIGINT is ignored in this process (a background job): no Ctrl-C to test")
+    proc = start_realtime_run(tmp_path, mode)
+    proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     s = json.loads(out.strip().splitlines()[-1])
@@ -179,6 +187,51 @@ def test_ctrl_c_drains_and_exits_cleanly(tmp_path, mode):
     assert 0 < s["frames"] < 250 and s["published"] == s["frames"], s  # drained, nothing lost
     lines = (tmp_path / "o" / "poses.jsonl").read_text().splitlines()
     assert len(lines) == s["published"]
+
+
+def _children(pid):
+    """Every descendant of ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kid = int(stat.parent.name)
+            kids += [kid, *_children(kid)]
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_stage_processes_exit_when_the_supervisor_is_killed(tmp_path):
+    """A SIGKILLed supervisor leaves no stage process running on as an orphan."""
+    from pipeline.worker import ORPHAN_GRACE_S
+
+    # a 60 s clip: without the watchdog the orphans would run to its end, long past the deadline
+    proc = start_realtime_run(tmp_path, "processes", seconds=60)
+    kids = _children(proc.pid)
+    assert len(kids) >= 5, kids  # one process per stage (+ multiprocessing's resource tracker)
+    proc.kill()
+    proc.wait(timeout=30)
+    proc.stdout.close()  # not communicate(): the stage processes hold these pipes open
+    proc.stderr.close()
+    deadline = time.monotonic() + ORPHAN_GRACE_S + 10
+    alive = kids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [k for k in alive if Path(f"/proc/{k}").exists() and not _zombie(k)]
+    for k in alive:  # do not leave them behind for the rest of the suite
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+    assert not alive, f"stage processes still running after the supervisor died: {alive}"
+
+
+def _zombie(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 def test_no_source_and_no_sample_is_a_clear_error(tmp_path, monkeypatch):
