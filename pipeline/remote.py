@@ -16,6 +16,8 @@ the start barrier, the end-of-stream acknowledgements) goes over one more pair o
   ``go``, acknowledged indices) every 50 ms: idempotent, so a late subscriber misses nothing.
 
 A remote stage that has not reported ready within ``transport.remote_timeout_s`` fails the run.
+A remote stage that has not heard the broadcast for ``transport.supervisor_timeout_s`` after the
+start (the supervisor was killed, the network went down) stops and exits with code 1.
 """
 
 from __future__ import annotations
@@ -156,8 +158,11 @@ class ControlServer:
 class _RemoteState:
     """Stage side: the latest broadcast state, refreshed whenever a flag is read."""
 
-    def __init__(self, zctx: zmq.Context, host: str, port: int) -> None:
+    def __init__(self, zctx: zmq.Context, host: str, port: int, lost_after_s: float) -> None:
         pull_addr, pub_addr = control_addresses(host, port)
+        self.lost_after_s = lost_after_s
+        self.last_heard = 0.0
+        self.lost = False  # no broadcast for lost_after_s after the start
         self._push = _socket(zctx, zmq.PUSH, connect=pull_addr, linger=2000)
         self._sub = _socket(zctx, zmq.SUB, connect=pub_addr)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -168,7 +173,12 @@ class _RemoteState:
     def refresh(self, timeout_ms: int = 0) -> None:
         with self._lock:
             if not self._sub.poll(timeout_ms):
+                now = time.monotonic()
+                if self.state["go"] and not self.lost and now - self.last_heard > self.lost_after_s:
+                    self.lost = True
+                    log.error("no word from the supervisor for %.0f s: stopping", self.lost_after_s)
                 return
+            self.last_heard = time.monotonic()
             while True:
                 try:
                     got = msgpack.unpackb(self._sub.recv(zmq.NOBLOCK))
@@ -194,7 +204,8 @@ class _Flag:
 
     def is_set(self) -> bool:
         self._s.refresh()
-        return bool(self._s.state[self._key]) or (self._key == "stop" and self._s.local_stop)
+        stopping = self._key == "stop" and (self._s.local_stop or self._s.lost)
+        return bool(self._s.state[self._key]) or stopping
 
     def set(self) -> None:  # a remote stage only ever stops itself
         self._s.local_stop = True
@@ -251,7 +262,7 @@ def run_remote_stage(config_path: str, stage_name: str) -> int:
         raise SystemExit(f"error: stage {stage_name!r} has no host: the supervisor runs it")
     tc = config.transport
     zctx = zmq.Context()
-    state = _RemoteState(zctx, tc.tcp_host, tc.control_port)
+    state = _RemoteState(zctx, tc.tcp_host, tc.control_port, tc.supervisor_timeout_s)
     failed = threading.Event()
 
     class _WatchStatus(_Status):
@@ -271,7 +282,7 @@ def run_remote_stage(config_path: str, stage_name: str) -> int:
     finally:
         state.close()
         zctx.term()
-    return 1 if failed.is_set() else 0
+    return 1 if failed.is_set() or state.lost else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from tests.pipeline.test_graph import Subscriber
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _config(tmp_path, clip, endpoint, middle_type, timeout_s=60.0):
+def _config(tmp_path, clip, endpoint, middle_type, timeout_s=60.0, supervisor_timeout_s=10.0):
     base = free_port()
     data = {
         "mode": "threads",
@@ -27,6 +27,7 @@ def _config(tmp_path, clip, endpoint, middle_type, timeout_s=60.0):
             "tcp_base_port": base,
             "control_port": base + 20,
             "remote_timeout_s": timeout_s,
+            "supervisor_timeout_s": supervisor_timeout_s,
         },
         "stages": [
             {"name": "decode", "type": "decode", "params": {"source": str(clip)}},
@@ -98,6 +99,40 @@ def test_remote_stage_that_never_starts_fails_the_run(tmp_path):
     result = Graph(load_config(path)).run(timeout_s=60)
     assert not result.ok and time.monotonic() - t0 < 30
     assert "did not connect" in result.errors[0].error and "tag" in result.errors[0].error
+
+
+def test_remote_stage_stops_when_the_supervisor_is_killed(tmp_path):
+    """A remote stage whose supervisor dies mid-stream stops (exit 1) instead of waiting on."""
+    clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)  # 30 s at its native rate
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage",
+                   supervisor_timeout_s=2.0)  # fmt: skip
+    data = yaml.safe_load(path.read_text())
+    data["stages"][0]["params"]["realtime"] = True
+    path.write_text(yaml.safe_dump(data))
+    remote = _launch(path)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pipeline.config import load_config; "
+         "from pipeline.graph import Graph; Graph(load_config(sys.argv[1])).run()", str(path)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sub = Subscriber(ep)
+    try:
+        deadline = time.monotonic() + 90
+        while len(sub.poses()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(sub.poses()) >= 5, "no frames flowed through the remote stage"
+        supervisor.kill()
+        supervisor.wait(timeout=10)
+        t0 = time.monotonic()
+        out, _ = remote.communicate(timeout=30)
+        waited = time.monotonic() - t0
+    finally:
+        sub.close()
+        supervisor.kill()
+        remote.kill()
+    assert remote.returncode == 1, out
+    assert "no word from the supervisor" in out and waited < 10, (waited, out)
 
 
 def test_remote_config_validation(tmp_path):
