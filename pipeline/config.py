@@ -35,17 +35,19 @@ class TransportConfig:
     policy: str = "auto"  # auto: block for recorded files, latest for live sources
     control_port: int = 0  # stages on other hosts: supervisor's control sockets (port, port+1)
     remote_timeout_s: float = 60.0  # how long the supervisor waits for remote stages to start
-    # a remote stage that has not heard the supervisor (it broadcasts every 50 ms) for this long
-    # after the start stops with exit code 1: the supervisor was killed or the network is down
-    supervisor_timeout_s: float = 10.0
+    # stages on other hosts, after the start: a side of the control channel that hears nothing
+    # from the other for this long gives up (the other was killed, or the network is down): a
+    # remote stage stops with exit code 1, the supervisor fails the run naming the stage. The
+    # supervisor broadcasts every 50 ms, a remote stage sends a heartbeat every 0.5 s
+    control_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         _choice("transport.protocol", self.protocol, PROTOCOLS)
         _choice("transport.policy", self.policy, POLICIES)
         if self.queue_size < 1:
             raise ConfigError("transport.queue_size: must be >= 1")
-        if self.supervisor_timeout_s <= 0:
-            raise ConfigError("transport.supervisor_timeout_s: must be > 0")
+        if self.control_timeout_s <= 0:
+            raise ConfigError("transport.control_timeout_s: must be > 0")
 
 
 @dataclass

@@ -256,7 +256,8 @@ class Graph:
 
             tc = cfg.transport
             control = ControlServer(zctx, tc.tcp_host, tc.control_port, remote, status, stop,
-                                    drain, barrier, acks, tc.remote_timeout_s)  # fmt: skip
+                                    drain, barrier, acks, tc.remote_timeout_s,
+                                    tc.control_timeout_s)  # fmt: skip
         latest: dict[str, dict[str, Any]] = {}
         done: set[str] = set()
         errors: list[StageFailure] = []

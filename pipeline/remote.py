@@ -16,8 +16,10 @@ the start barrier, the end-of-stream acknowledgements) goes over one more pair o
   ``go``, acknowledged indices) every 50 ms: idempotent, so a late subscriber misses nothing.
 
 A remote stage that has not reported ready within ``transport.remote_timeout_s`` fails the run.
-A remote stage that has not heard the broadcast for ``transport.supervisor_timeout_s`` after the
-start (the supervisor was killed, the network went down) stops and exits with code 1.
+After the start each side watches the other (``transport.control_timeout_s``): a remote stage
+sends ``("alive", name)`` every 0.5 s, and one that has not heard the broadcast for that long (the
+supervisor was killed, the network went down) stops and exits with code 1; the supervisor fails
+the run when a remote stage has been silent for that long.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -35,6 +38,8 @@ import zmq
 
 log = logging.getLogger("nbf.pipeline")
 _BROADCAST_S = 0.05
+_HEARTBEAT_S = 0.5
+_NAMED = ("ready", "metrics", "event", "error", "done", "started", "alive", "abort")
 
 
 def control_addresses(host: str, port: int) -> tuple[str, str]:
@@ -59,8 +64,11 @@ class ControlServer:
 
     def __init__(self, zctx: zmq.Context, host: str, port: int, remote: list[str],
                  status: Any, stop: Any, drain: Any, barrier: Any, acks: list[Any],
-                 timeout_s: float) -> None:  # fmt: skip
+                 timeout_s: float, silence_s: float = 10.0) -> None:  # fmt: skip
         self.remote = set(remote)
+        self.silence_s = silence_s
+        self._heard: dict[str, float] = {}  # remote stage -> when it last sent anything
+        self._finished: set[str] = set()  # remote stages that sent done (or were given up)
         self.status, self.stop, self.drain, self.barrier, self.acks = (
             status, stop, drain, barrier, acks
         )  # fmt: skip
@@ -90,6 +98,9 @@ class ControlServer:
     def _release(self) -> None:
         try:  # the supervisor is the barrier's last party: every local stage is set up too
             self.barrier.wait()
+            now = time.monotonic()
+            for name in self.remote:  # silence is counted from the start
+                self._heard[name] = max(self._heard.get(name, now), now)
             self._go = True
         except threading.BrokenBarrierError:
             self.stop.set()
@@ -123,15 +134,34 @@ class ControlServer:
                     self.barrier.abort()
                 releasing = threading.Thread()  # nothing more to release
             now = time.monotonic()
+            if self._go:
+                self._check_silence(now)
             if now - last >= _BROADCAST_S:
                 last = now
                 self._pub.send(self._state())
+
+    def _check_silence(self, now: float) -> None:
+        for name in sorted(self.remote - self._finished):
+            silent = now - self._heard.get(name, now)
+            if silent > self.silence_s:
+                self.status.put(("error", name, f"remote stage went silent for {silent:.1f} s "
+                                 "(killed, or the network is down)", "", False))  # fmt: skip
+                self.status.put(("done", name, {}))
+                self._finished.add(name)
 
     def _handle(self, item: Any) -> None:
         if not isinstance(item, list) or not item or not isinstance(item[0], str):
             log.warning("control: dropped a malformed message")
             return
         kind = item[0]
+        if kind in _NAMED and len(item) >= 2 and isinstance(item[1], str):
+            if item[1] in self._finished:
+                return  # given up as silent: what it says now comes too late
+            self._heard[item[1]] = time.monotonic()
+            if kind == "done":
+                self._finished.add(item[1])
+        if kind == "alive":
+            return
         if kind == "ready" and len(item) == 2:
             self._ready.add(str(item[1]))
         elif kind == "ack" and len(item) == 2 and isinstance(item[1], int):
@@ -246,6 +276,22 @@ class _Barrier:
         self._s.send(("abort", self._name))
 
 
+def _heartbeat(state: _RemoteState, name: str, finished: threading.Event) -> None:
+    """Tell the supervisor this stage is alive, and notice when it is not (even while the stage
+    is in a long call); a stage that has not left ``ORPHAN_GRACE_S`` after that exits hard."""
+    from pipeline.worker import ORPHAN_GRACE_S
+
+    lost_at = None
+    while not finished.wait(_HEARTBEAT_S):
+        state.send(("alive", name))
+        state.refresh()
+        if state.lost:
+            lost_at = lost_at or time.monotonic()
+            if time.monotonic() - lost_at > ORPHAN_GRACE_S:
+                log.error("%s: did not stop %g s after losing the supervisor", name, ORPHAN_GRACE_S)
+                os._exit(1)
+
+
 def run_remote_stage(config_path: str, stage_name: str) -> int:
     """Run one stage of the graph planned from ``config_path``; returns an exit code."""
     from pipeline.config import load_config
@@ -262,7 +308,7 @@ def run_remote_stage(config_path: str, stage_name: str) -> int:
         raise SystemExit(f"error: stage {stage_name!r} has no host: the supervisor runs it")
     tc = config.transport
     zctx = zmq.Context()
-    state = _RemoteState(zctx, tc.tcp_host, tc.control_port, tc.supervisor_timeout_s)
+    state = _RemoteState(zctx, tc.tcp_host, tc.control_port, tc.control_timeout_s)
     failed = threading.Event()
 
     class _WatchStatus(_Status):
@@ -277,9 +323,15 @@ def run_remote_stage(config_path: str, stage_name: str) -> int:
                      _WatchStatus(state), acks)  # fmt: skip
     log.info("stage %r on %s: waiting for the supervisor at %s", stage_name, sp.host,
              control_addresses(tc.tcp_host, tc.control_port)[0])  # fmt: skip
+    finished = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(state, stage_name, finished),
+                            name="heartbeat", daemon=True)  # fmt: skip
+    beat.start()
     try:
         worker.run(_Barrier(state, stage_name))
     finally:
+        finished.set()
+        beat.join(timeout=2)
         state.close()
         zctx.term()
     return 1 if failed.is_set() or state.lost else 0

@@ -3,6 +3,7 @@ talking to the supervisor over tcp on 127.0.0.1 (the same path as a real second 
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.pipeline.test_graph import Subscriber
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _config(tmp_path, clip, endpoint, middle_type, timeout_s=60.0, supervisor_timeout_s=10.0):
+def _config(tmp_path, clip, endpoint, middle_type, timeout_s=60.0, control_timeout_s=10.0):
     base = free_port()
     data = {
         "mode": "threads",
@@ -27,7 +28,7 @@ def _config(tmp_path, clip, endpoint, middle_type, timeout_s=60.0, supervisor_ti
             "tcp_base_port": base,
             "control_port": base + 20,
             "remote_timeout_s": timeout_s,
-            "supervisor_timeout_s": supervisor_timeout_s,
+            "control_timeout_s": control_timeout_s,
         },
         "stages": [
             {"name": "decode", "type": "decode", "params": {"source": str(clip)}},
@@ -106,7 +107,7 @@ def test_remote_stage_stops_when_the_supervisor_is_killed(tmp_path):
     clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)  # 30 s at its native rate
     ep = f"tcp://127.0.0.1:{free_port()}"
     path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage",
-                   supervisor_timeout_s=2.0)  # fmt: skip
+                   control_timeout_s=2.0)  # fmt: skip
     data = yaml.safe_load(path.read_text())
     data["stages"][0]["params"]["realtime"] = True
     path.write_text(yaml.safe_dump(data))
@@ -133,6 +134,42 @@ def test_remote_stage_stops_when_the_supervisor_is_killed(tmp_path):
         remote.kill()
     assert remote.returncode == 1, out
     assert "no word from the supervisor" in out and waited < 10, (waited, out)
+
+
+def test_killed_remote_stage_fails_the_run_naming_it(tmp_path):
+    """The supervisor gives up on a remote stage that went silent mid-stream, instead of
+    waiting on it forever, and stops the graph with an error naming it."""
+    clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)  # 30 s at its native rate
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage",
+                   control_timeout_s=2.0)  # fmt: skip
+    data = yaml.safe_load(path.read_text())
+    data["stages"][0]["params"]["realtime"] = True
+    path.write_text(yaml.safe_dump(data))
+    remote = _launch(path)
+    sub = Subscriber(ep)
+    killed_at = []
+
+    def kill_after_five_frames():
+        deadline = time.monotonic() + 90
+        while len(sub.poses()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        remote.kill()
+        killed_at.append(time.monotonic())
+
+    killer = threading.Thread(target=kill_after_five_frames, daemon=True)
+    killer.start()
+    try:
+        result = Graph(load_config(path)).run(timeout_s=90)
+        ended = time.monotonic()
+    finally:
+        sub.close()
+        remote.kill()
+        remote.communicate(timeout=30)
+    assert killed_at, "the remote stage was not killed"
+    assert not result.ok
+    assert result.errors[0].stage == "tag" and "went silent" in result.errors[0].error
+    assert ended - killed_at[0] < 15, ended - killed_at[0]  # 2 s of silence + stopping
 
 
 def test_remote_config_validation(tmp_path):
