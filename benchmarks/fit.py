@@ -1,5 +1,7 @@
 """One NBV fitting step (objective forward + backward): rendered-feature map path vs fused cosine,
-and the kinematic chain as a torch loop vs the C++ op (``kinematic_chain``).
+the kinematic chain as a torch loop vs the C++ op (``kinematic_chain``), and two starts of one
+body as two runs vs one batch of two (``two_starts``: the warm start's orientation hypothesis and
+the cold start's flip, :meth:`engines.fitter.NBVFitter._optimise_starts`).
 
     python -m benchmarks.fit --quick     # B=1 only; last line: one JSON object
     python -m benchmarks.fit             # B=1 and B=4; writes results/fit.json
@@ -48,7 +50,10 @@ def _old_objective(fitter: NBVFitter, state: BodyState, features, camera) -> tor
         features, rendered, orient, out.mask, fitter.clutter, robust=cfg.robust,
         orient_mode=cfg.orient_mode, support=out.silhouette > cfg.support_threshold,
     )  # fmt: skip
-    return lik.loss + cfg.hinge_weight * hinge_prior(state.body_pose)
+    total = lik.loss + cfg.hinge_weight * hinge_prior(state.body_pose)
+    if fitter.pose_prior is not None:  # the same priors as the objective (max_abs_diff)
+        total = total + cfg.pose_prior_weight * fitter.pose_prior(state.body_pose)
+    return total
 
 
 def _setup(B: int):
@@ -130,6 +135,34 @@ def measure_chain(rounds: int) -> dict[str, Any]:
             "speedup": round(ref / fast, 2)}  # fmt: skip
 
 
+def measure_starts(rounds: int, steps: int = 5) -> dict[str, Any]:
+    """Two starts of one body (the warm start's orientation hypothesis, the cold start's flip):
+    two ``_optimise`` runs vs one ``_optimise_starts`` batch of two (interleaved)."""
+    fitter, state, feats, cam, _, _ = _setup(1)
+    alt = BodyState(-state.global_orient, state.body_pose, state.betas, state.transl)
+    free = ("global_orient", "body_pose", "transl")
+    anchors = [state.body_pose, state.body_pose]
+
+    def separate() -> None:
+        for s in (state, alt):
+            fitter._optimise(s, feats, cam, free, steps, 0.01, pose_anchor=state.body_pose)
+
+    def batched() -> None:
+        fitter._optimise_starts([state, alt], feats, cam, free, steps, 0.01, anchors)
+
+    impls = {"separate": separate, "batched": batched}
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    for r in range(rounds + 1):
+        for name in impls if r % 2 == 0 else reversed(list(impls)):
+            t = time.perf_counter()
+            impls[name]()
+            if r >= 1:  # one warm-up round
+                times[name].append(time.perf_counter() - t)
+    sep, bat = (1e3 * statistics.median(times[k]) for k in ("separate", "batched"))
+    return {"steps": steps, "separate_ms": round(sep, 3), "batched_ms": round(bat, 3),
+            "speedup": round(sep / bat, 2)}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="B=1 only; no results file")
@@ -145,6 +178,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
     }
     result["kinematic_chain"] = measure_chain(rounds)
+    result["two_starts"] = measure_starts(max(5, rounds // 2))
     if not args.quick:
         result["cases"] = [main_case, measure(4, max(5, rounds // 2))]
     result.update(environment(load0))

@@ -82,6 +82,13 @@ class Camera:
             )
         return cls(K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], width, height)
 
+    def repeat(self, n: int) -> Camera:
+        """The camera of a batch stacked ``n`` times (``torch.cat([x] * n)`` of its bodies)."""
+        if self.batch is None:
+            return self
+        rep = {k: getattr(self, k).repeat(n) for k in ("fx", "fy", "cx", "cy")}
+        return Camera(**rep, width=self.width, height=self.height)
+
     @property
     def batch(self) -> int | None:
         """Number of per-body cameras, or None for one shared camera."""

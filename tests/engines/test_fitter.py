@@ -377,3 +377,35 @@ def test_part_score_tells_the_truth_from_its_flip_and_decides_between_hypotheses
     f = NBVFitter(body, nbv, table, clutter, one)
     torch.testing.assert_close(go(f.cold_start(start, feats, cam, part_logits=lying)),
                                go(f.cold_start(start, feats, cam)))  # fmt: skip
+
+
+def test_starts_in_one_batch_equal_separate_runs(scene):
+    """_optimise_starts runs S starts as one S x B batch: the same per-body result as S runs."""
+    body, nbv, table, clutter, cam, gt = scene
+    feats, _ = _features(scene, gt)
+    fitter = NBVFitter(body, nbv, table, clutter, FitConfig())
+    pelvis = body.rest_joints(gt.betas)[:, 0]
+    starts = [_perturb(gt), flip_front_back(_perturb(gt, seed=3), pelvis)]
+    anchors = [s.body_pose for s in starts]
+    free = ("global_orient", "body_pose", "transl")
+    together, ev = fitter._optimise_starts(starts, feats, cam, free, 6, 0.02, anchors, anchor=gt)
+    assert ev is None and len(together) == 2
+    for (st, loss), s, a in zip(together, starts, anchors, strict=True):
+        alone, alone_loss, _ = fitter._optimise(s, feats, cam, free, 6, 0.02, gt, a)
+        assert st.batch == 1
+        torch.testing.assert_close(loss, alone_loss, rtol=1e-4, atol=1e-4)
+        for x, y in zip(st.as_tuple(), alone.as_tuple(), strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-4)  # float rounding x 6 Adam steps
+    with pytest.raises(ValueError, match="all be tensors or all None"):
+        fitter._optimise_starts(starts, feats, cam, free, 1, 0.02, [anchors[0], None])
+
+
+def test_camera_repeat_stacks_per_body_cameras():
+    shared = Camera(60.0, 61.0, 23.5, 23.0, 48, 48)
+    assert shared.repeat(3) is shared
+    per_body = Camera(torch.tensor([60.0, 70.0]), torch.tensor([61.0, 71.0]),
+                      torch.tensor([23.5, 20.0]), torch.tensor([23.0, 21.0]), 48, 48)  # fmt: skip
+    rep = per_body.repeat(2)
+    assert rep.batch == 4 and (rep.width, rep.height) == (48, 48)
+    torch.testing.assert_close(rep.fx, torch.tensor([60.0, 70.0, 60.0, 70.0]))
+    torch.testing.assert_close(rep.cy, torch.tensor([23.0, 21.0, 23.0, 21.0]))
