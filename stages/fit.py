@@ -64,7 +64,9 @@ FIT_DEFAULTS: dict[str, Any] = {
     # frame here, benchmarks/results/pipeline.json). On the val split (warm MPJPE mm, clean /
     # occ / AdvOcc@80, extrapolate 0.5): 4 steps 136.4 / 173.3 / 398.0; 2 + 2 with it 144.3 /
     # 169.4 / 384.6; 4 + 4 135.1 / 170.6 / 377.1. Turn it on (fit: {warm_orient_hypothesis:
-    # true}) for recorded video or fast-turning subjects where the frame rate allows
+    # true}) for recorded video or fast-turning subjects where the frame rate allows. With both
+    # starts in one batch (NBVFitter._optimise_starts) it still costs, on the sample clip here
+    # (run_stream.py, medians of 3 interleaved runs): 14.1 -> 12.2 fps, fit p50 36.6 -> 55.6 ms
     "warm_orient_hypothesis": False,
 }
 _HEAVY = ("features", "pose6d", "betas", "cam", "crop_K", "crop_window", "part_logits")
