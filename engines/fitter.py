@@ -391,9 +391,8 @@ class NBVFitter:
         ``part_logits``); ``steps`` then counts both."""
         cfg = self.config
         # part log-probabilities only where they are used (every frame of every track otherwise)
-        parts = self._check_inputs(
-            prev, features, camera, part_logits if cfg.warm_orient_hypothesis else None
-        )
+        hypotheses = cfg.warm_orient_hypothesis or cfg.warm_flip_hypothesis
+        parts = self._check_inputs(prev, features, camera, part_logits if hypotheses else None)
         start = prev.detach()
         if velocity is not None and cfg.extrapolate > 0:
             start = extrapolate(start, velocity, cfg.extrapolate)
@@ -412,18 +411,28 @@ class NBVFitter:
             regression.global_orient, start.global_orient
         ):  # (not for a start from the regression itself: the same start twice)
             starts.append(replace(start, global_orient=regression.global_orient.detach()))
+        anchors = [pose_anchor] * len(starts)
+        if cfg.warm_flip_hypothesis:  # the front/back flip of the track (anchor: mirrored too)
+            pelvis = self.body.rest_joints(start.betas)[:, 0]
+            starts.append(flip_front_back(start, pelvis))
+            anchors.append(None if regression is None else
+                           flip_front_back(regression.detach(), pelvis).body_pose)  # fmt: skip
         fitted, evaluation = self._optimise_starts(
-            starts, features, camera, free, n, cfg.warm_lr, [pose_anchor] * len(starts),
-            anchor=start,
-        )  # fmt: skip
+            starts, features, camera, free, n, cfg.warm_lr, anchors, anchor=start
+        )
         (state, loss), *alts = fitted
         if not alts:
             return self._finish(state, features, camera, n, evaluation, pose_anchor)
-        alt, alt_loss = alts[0]
+        best_anchor = pose_anchor
         if parts is not None:
             loss = loss + cfg.part_weight * self.part_score(state, camera, parts)
-            alt_loss = alt_loss + cfg.part_weight * self.part_score(alt, camera, parts)
-        better = alt_loss < loss
-        if bool(better.any()):
-            state, evaluation = BodyState.where(better, alt, state), None
-        return self._finish(state, features, camera, 2 * n, evaluation, pose_anchor)
+        for (alt, alt_loss), anchor in zip(alts, anchors[1:], strict=True):
+            if parts is not None:
+                alt_loss = alt_loss + cfg.part_weight * self.part_score(alt, camera, parts)
+            better = alt_loss < loss
+            if bool(better.any()):
+                state, evaluation = BodyState.where(better, alt, state), None
+                loss = torch.where(better, alt_loss, loss)
+                if anchor is not None:
+                    best_anchor = torch.where(better[:, None], anchor, best_anchor)
+        return self._finish(state, features, camera, len(starts) * n, evaluation, best_anchor)

@@ -68,6 +68,7 @@ FIT_DEFAULTS: dict[str, Any] = {
     # starts in one batch (NBVFitter._optimise_starts) it still costs, on the sample clip here
     # (run_stream.py, medians of 3 interleaved runs): 14.1 -> 12.2 fps, fit p50 36.6 -> 55.6 ms
     "warm_orient_hypothesis": False,
+    "warm_flip_hypothesis": False,  # off live for the same reason (one more start)
 }
 _HEAVY = ("features", "pose6d", "betas", "cam", "crop_K", "crop_window", "part_logits")
 _NEEDED = ("features", "pose6d", "betas", "cam", "crop_K")

@@ -120,7 +120,7 @@ def test_warm_start_tracks_a_small_motion(scene):
     body, nbv, table, clutter, cam, gt = scene
     feats, gt_joints = _features(scene, gt)
     prev = _perturb(gt, d_transl=(0.03, 0.02, 0.05), d_orient=0.05, pose_noise=0.05, seed=3)
-    cfg = FitConfig(warm_steps=10, warm_lr=0.01)
+    cfg = FitConfig(warm_steps=10, warm_lr=0.01, warm_flip_hypothesis=False)
     res = NBVFitter(body, nbv, table, clutter, cfg).warm_start(prev, feats, cam)
     assert _joint_err(scene, res.state, gt_joints) < 0.7 * _joint_err(scene, prev, gt_joints)
     assert res.steps == 10
@@ -318,7 +318,7 @@ def test_warm_orient_hypothesis_follows_a_fast_turn_and_keeps_a_good_track(scene
     prev = BodyState.cat([turn_about_vertical(near, pelvis, 45.0), near])
     reg = BodyState.cat([near, turn_about_vertical(near, pelvis, 120.0)])
     feats2, cam2 = feats.expand(2, -1, -1, -1), cam
-    cfg = dict(warm_steps=6, warm_lr=0.01, regression_prior_weight=0.0)
+    cfg = dict(warm_steps=6, warm_lr=0.01, regression_prior_weight=0.0, warm_flip_hypothesis=False)
     plain = NBVFitter(body, nbv, table, clutter, FitConfig(warm_orient_hypothesis=False, **cfg))
     hyp = NBVFitter(body, nbv, table, clutter, FitConfig(warm_orient_hypothesis=True, **cfg))
     a = plain.warm_start(prev, feats2, cam2, regression=reg)
@@ -409,3 +409,29 @@ def test_camera_repeat_stacks_per_body_cameras():
     assert rep.batch == 4 and (rep.width, rep.height) == (48, 48)
     torch.testing.assert_close(rep.fx, torch.tensor([60.0, 70.0, 60.0, 70.0]))
     torch.testing.assert_close(rep.cy, torch.tensor([23.0, 21.0, 23.0, 21.0]))
+
+
+def test_warm_flip_hypothesis_gets_a_track_out_of_the_wrong_facing(scene):
+    """A track flipped front to back stays flipped under plain warm steps; with the flip
+    hypothesis (and the part term) it comes back, and a right track is kept."""
+    body, nbv, table, clutter, cam, gt = scene
+    feats, gt_joints = _features(scene, gt)
+    parts = _part_logits(scene, gt).expand(2, -1, -1, -1)
+    pelvis = body.rest_joints(gt.betas)[:, 0]
+    near = _perturb(gt, d_transl=(0.02, 0.01, 0.03), d_orient=0.03, pose_noise=0.03, seed=7)
+    prev = BodyState.cat([flip_front_back(near, pelvis), near])
+    feats2 = feats.expand(2, -1, -1, -1)
+    cfg = dict(warm_steps=6, warm_lr=0.01, warm_orient_hypothesis=False)
+    plain = NBVFitter(body, nbv, table, clutter, FitConfig(warm_flip_hypothesis=False, **cfg))
+    flip = NBVFitter(body, nbv, table, clutter, FitConfig(warm_flip_hypothesis=True, **cfg))
+    a = plain.warm_start(prev, feats2, cam, part_logits=parts)
+    b = flip.warm_start(prev, feats2, cam, part_logits=parts)
+    err = lambda r, i: _joint_err(scene, r.state.select([i]), gt_joints)  # noqa: E731
+    assert err(a, 0) > 0.1 and err(b, 0) < 0.05, (err(a, 0), err(b, 0))
+    assert err(b, 1) < 0.05 and err(b, 1) == pytest.approx(err(a, 1), abs=1e-4)
+    assert a.steps == 6 and b.steps == 12
+    both = NBVFitter(
+        body, nbv, table, clutter, FitConfig(**{**cfg, "warm_orient_hypothesis": True})
+    )
+    reg = BodyState.cat([near, near])
+    assert both.warm_start(prev, feats2, cam, regression=reg, part_logits=parts).steps == 18

@@ -124,7 +124,9 @@ def test_methods_run_and_score(setup):
         warm = ev.run_warm([pf], [reg], 1, cold)
         assert cold[0].steps.tolist() == [8, 8]  # 2 starts x (2 + 2)
         assert plain[0].index.tolist() == [0]
-        assert warm[0].steps[0] == 8 and warm[0].steps[1] in (1, 2)
+        # from the cold fit, then 1 step from the track, its flip and (unless the same) the
+        # regression's orientation
+        assert warm[0].steps[0] == 8 and warm[0].steps[1] in (2, 3)
         np.testing.assert_allclose(warm[0].joints3d[0], cold[0].joints3d[0])
         named = (("regression", [reg_out]), ("cold", cold), ("plain", plain), ("warm", warm))
         r = {m: score(o, [pf]) for m, o in named}
