@@ -368,7 +368,8 @@ class Graph:
         summary["events"] = dict(events)
         summary["mode"] = cfg.mode
         summary["policy"] = plans[1].input.policy if len(plans) > 1 else "none"
-        return GraphResult(not errors, summary, errors, interrupted)
+        # drain is only ever set by an interrupt (here, or on a remote stage's host)
+        return GraphResult(not errors, summary, errors, interrupted or drain.is_set())
 
 
 __all__ = ["REGISTRY", "Graph", "GraphResult", "PreflightError", "StageFailure", "plan_graph"]

@@ -19,7 +19,8 @@ A remote stage that has not reported ready within ``transport.remote_timeout_s``
 After the start each side watches the other (``transport.control_timeout_s``): a remote stage
 sends ``("alive", name)`` every 0.5 s, and one that has not heard the broadcast for that long (the
 supervisor was killed, the network went down) stops and exits with code 1; the supervisor fails
-the run when a remote stage has been silent for that long.
+the run when a remote stage has been silent for that long. Ctrl-C or SIGTERM on a remote
+stage's host drains the whole graph, as on the supervisor's (``("interrupt", name)``).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -39,7 +42,7 @@ import zmq
 log = logging.getLogger("nbf.pipeline")
 _BROADCAST_S = 0.05
 _HEARTBEAT_S = 0.5
-_NAMED = ("ready", "metrics", "event", "error", "done", "started", "alive", "abort")
+_NAMED = ("ready", "metrics", "event", "error", "done", "started", "alive", "abort", "interrupt")
 
 
 def control_addresses(host: str, port: int) -> tuple[str, str]:
@@ -167,6 +170,9 @@ class ControlServer:
         elif kind == "ack" and len(item) == 2 and isinstance(item[1], int):
             if 0 <= item[1] < len(self.acks):
                 self.acks[item[1]].set()
+        elif kind == "interrupt":  # Ctrl-C / SIGTERM on a remote stage's host: drain the graph
+            log.warning("remote stage %s was interrupted: draining", item[1])
+            self.drain.set()
         elif kind == "abort":
             with contextlib.suppress(Exception):
                 self.barrier.abort()
@@ -276,20 +282,51 @@ class _Barrier:
         self._s.send(("abort", self._name))
 
 
-def _heartbeat(state: _RemoteState, name: str, finished: threading.Event) -> None:
-    """Tell the supervisor this stage is alive, and notice when it is not (even while the stage
-    is in a long call); a stage that has not left ``ORPHAN_GRACE_S`` after that exits hard."""
+def _heartbeat(state: _RemoteState, name: str, finished: threading.Event,
+               interrupted: threading.Event) -> None:  # fmt: skip
+    """Tell the supervisor this stage is alive (and, once, that it was interrupted), and notice
+    when the supervisor is not (even while the stage is in a long call); a stage that has not
+    left ``ORPHAN_GRACE_S`` after that exits hard."""
     from pipeline.worker import ORPHAN_GRACE_S
 
-    lost_at = None
+    lost_at, told = None, False
     while not finished.wait(_HEARTBEAT_S):
         state.send(("alive", name))
+        if interrupted.is_set() and not told:
+            state.send(("interrupt", name))
+            told = True
         state.refresh()
         if state.lost:
             lost_at = lost_at or time.monotonic()
             if time.monotonic() - lost_at > ORPHAN_GRACE_S:
                 log.error("%s: did not stop %g s after losing the supervisor", name, ORPHAN_GRACE_S)
                 os._exit(1)
+
+
+@contextlib.contextmanager
+def _interrupt_drains(interrupted: threading.Event, name: str) -> Iterator[None]:
+    """While the stage runs, a first Ctrl-C or SIGTERM asks the supervisor to drain the graph
+    (the heartbeat sends it: a signal handler must not touch the sockets); a second one stops
+    this stage at once (``KeyboardInterrupt``)."""
+
+    def handler(signum: int, frame: object) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        log.warning("%s: %s: asking the supervisor to drain (again to stop now)", name,
+                    signal.Signals(signum).name)  # fmt: skip
+
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    try:
+        previous = [signal.signal(sig, handler) for sig in sigs]
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, prev in zip(sigs, previous, strict=True):
+            signal.signal(sig, prev)
 
 
 def run_remote_stage(config_path: str, stage_name: str) -> int:
@@ -323,12 +360,13 @@ def run_remote_stage(config_path: str, stage_name: str) -> int:
                      _WatchStatus(state), acks)  # fmt: skip
     log.info("stage %r on %s: waiting for the supervisor at %s", stage_name, sp.host,
              control_addresses(tc.tcp_host, tc.control_port)[0])  # fmt: skip
-    finished = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(state, stage_name, finished),
+    finished, interrupted = threading.Event(), threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(state, stage_name, finished, interrupted),
                             name="heartbeat", daemon=True)  # fmt: skip
     beat.start()
     try:
-        worker.run(_Barrier(state, stage_name))
+        with _interrupt_drains(interrupted, stage_name):
+            worker.run(_Barrier(state, stage_name))
     finally:
         finished.set()
         beat.join(timeout=2)

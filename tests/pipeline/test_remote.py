@@ -1,6 +1,7 @@
 """Stages on "other hosts": a stage run by ``python -m pipeline.remote`` in its own process,
 talking to the supervisor over tcp on 127.0.0.1 (the same path as a real second machine)."""
 
+import signal
 import subprocess
 import sys
 import threading
@@ -170,6 +171,40 @@ def test_killed_remote_stage_fails_the_run_naming_it(tmp_path):
     assert not result.ok
     assert result.errors[0].stage == "tag" and "went silent" in result.errors[0].error
     assert ended - killed_at[0] < 15, ended - killed_at[0]  # 2 s of silence + stopping
+
+
+def test_sigterm_on_a_remote_stage_drains_the_graph(tmp_path):
+    """SIGTERM (or Ctrl-C) on a remote stage's host drains the whole graph: the source stops,
+    every frame read is published, both sides exit cleanly and the result says interrupted."""
+    clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)  # 30 s at its native rate
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage")
+    data = yaml.safe_load(path.read_text())
+    data["stages"][0]["params"]["realtime"] = True
+    path.write_text(yaml.safe_dump(data))
+    remote = _launch(path)
+    sub = Subscriber(ep)
+
+    def terminate_after_five_frames():
+        deadline = time.monotonic() + 90
+        while len(sub.poses()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        remote.send_signal(signal.SIGTERM)
+
+    threading.Thread(target=terminate_after_five_frames, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        result = Graph(load_config(path)).run(timeout_s=90)
+        took = time.monotonic() - t0
+    finally:
+        sub.close()
+        out, _ = remote.communicate(timeout=30)
+    assert result.ok and result.interrupted, (result.errors, out)
+    assert remote.returncode == 0, out
+    assert "asking the supervisor to drain" in out
+    frames = result.summary["stages"]["decode"]["frames_out"]
+    assert 5 <= frames < 750 and took < 25, (frames, took)
+    assert [p["frame_index"] for p in sub.poses()] == list(range(frames))  # nothing lost
 
 
 def test_remote_config_validation(tmp_path):
