@@ -10,16 +10,15 @@ a second one stops at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator
 
 from pipeline.config import ConfigError
 from pipeline.graph import PreflightError
 from pipeline.runner import DEFAULT_CONFIG, RunOptions, run
+from pipeline.signals import handling
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,23 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into ``KeyboardInterrupt`` in the main thread while the graph runs, so a
-    service manager's stop drains like Ctrl-C instead of killing the run with frames in flight
-    and the sinks unclosed. Only from the main thread (where Python delivers signals)."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as ``KeyboardInterrupt`` while the graph runs, so a service manager's stop
+    drains like Ctrl-C instead of killing the run with frames in flight and the sinks open."""
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
@@ -102,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=not args.no_progress,
     )
     try:
-        with sigterm_as_interrupt():
+        with handling(_raise_interrupt, signal.SIGTERM):
             result = run(opts)
     except (ConfigError, PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -279,6 +279,30 @@ class NBVFitter:
                for i in range(S)]  # fmt: skip
         return out, None
 
+    def _best_start(
+        self,
+        fitted: list[tuple[BodyState, torch.Tensor]],  # S x (fitted start, its loss [B])
+        anchors: list[torch.Tensor | None],  # S x [B, 69] pose anchor of each start (or None)
+        camera: Camera,
+        parts: torch.Tensor | None,  # [B, P, H, W] part log-probabilities (None: loss alone)
+    ) -> tuple[BodyState, torch.Tensor | None]:
+        """Per body, the fitted start with the lowest loss (+ ``part_weight`` x
+        :meth:`part_score` when there are several and ``parts``), and its pose anchor."""
+        (best, best_loss), best_anchor = fitted[0], anchors[0]
+        if len(fitted) == 1:
+            return best, best_anchor
+        if parts is not None:
+            best_loss = best_loss + self.config.part_weight * self.part_score(best, camera, parts)
+        for (state, loss), anchor in zip(fitted[1:], anchors[1:], strict=True):
+            if parts is not None:
+                loss = loss + self.config.part_weight * self.part_score(state, camera, parts)
+            better = loss < best_loss
+            best = BodyState.where(better, state, best)
+            best_loss = torch.where(better, loss, best_loss)
+            if anchor is not None:
+                best_anchor = torch.where(better[:, None], anchor, best_anchor)
+        return best, best_anchor
+
     def _finish(
         self,
         state: BodyState,
@@ -352,24 +376,13 @@ class NBVFitter:
                 anchor = torch.stack([x[2] for x in stage1])[idx, torch.arange(len(idx))]
                 chosen.append((st, None, anchor))
             stage1 = chosen
-        best_state, best_loss, best_anchor = None, None, None
+        anchors = [x[2] for x in stage1]
         fitted, evaluation = self._optimise_starts(
             [x[0] for x in stage1], features, camera, ("global_orient", "body_pose"),
-            cfg.stage2_steps, cfg.lr, pose_anchors=[x[2] for x in stage1],
+            cfg.stage2_steps, cfg.lr, pose_anchors=anchors,
         )  # fmt: skip
-        for (s2, loss), (_, _, anchor) in zip(fitted, stage1, strict=True):
-            if len(stage1) > 1:
-                loss = score(s2, loss)
-            if best_state is None:
-                best_state, best_loss, best_anchor = s2, loss, anchor
-            else:
-                better = loss < best_loss
-                best_state = BodyState.where(better, s2, best_state)
-                best_loss = torch.where(better, loss, best_loss)
-                best_anchor = torch.where(better[:, None], anchor, best_anchor)
+        best_state, best_anchor = self._best_start(fitted, anchors, camera, parts if many else None)
         steps = len(starts) * cfg.stage1_steps + keep * cfg.stage2_steps
-        if len(stage1) > 1:
-            evaluation = None  # the winner differs per body: evaluate it again
         return self._finish(best_state, features, camera, steps, evaluation, best_anchor)
 
     def warm_start(
@@ -420,19 +433,5 @@ class NBVFitter:
         fitted, evaluation = self._optimise_starts(
             starts, features, camera, free, n, cfg.warm_lr, anchors, anchor=start
         )
-        (state, loss), *alts = fitted
-        if not alts:
-            return self._finish(state, features, camera, n, evaluation, pose_anchor)
-        best_anchor = pose_anchor
-        if parts is not None:
-            loss = loss + cfg.part_weight * self.part_score(state, camera, parts)
-        for (alt, alt_loss), anchor in zip(alts, anchors[1:], strict=True):
-            if parts is not None:
-                alt_loss = alt_loss + cfg.part_weight * self.part_score(alt, camera, parts)
-            better = alt_loss < loss
-            if bool(better.any()):
-                state, evaluation = BodyState.where(better, alt, state), None
-                loss = torch.where(better, alt_loss, loss)
-                if anchor is not None:
-                    best_anchor = torch.where(better[:, None], anchor, best_anchor)
+        state, best_anchor = self._best_start(fitted, anchors, camera, parts)
         return self._finish(state, features, camera, len(starts) * n, evaluation, best_anchor)

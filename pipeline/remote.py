@@ -39,6 +39,8 @@ from typing import Any
 import msgpack
 import zmq
 
+from pipeline.signals import handling
+
 log = logging.getLogger("nbf.pipeline")
 _BROADCAST_S = 0.05
 _HEARTBEAT_S = 0.5
@@ -316,17 +318,8 @@ def _interrupt_drains(interrupted: threading.Event, name: str) -> Iterator[None]
         log.warning("%s: %s: asking the supervisor to drain (again to stop now)", name,
                     signal.Signals(signum).name)  # fmt: skip
 
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    try:
-        previous = [signal.signal(sig, handler) for sig in sigs]
-    except ValueError:  # not the main thread
+    with handling(handler, signal.SIGINT, signal.SIGTERM):
         yield
-        return
-    try:
-        yield
-    finally:
-        for sig, prev in zip(sigs, previous, strict=True):
-            signal.signal(sig, prev)
 
 
 def run_remote_stage(config_path: str, stage_name: str) -> int:

@@ -103,15 +103,27 @@ def test_remote_stage_that_never_starts_fails_the_run(tmp_path):
     assert "did not connect" in result.errors[0].error and "tag" in result.errors[0].error
 
 
-def test_remote_stage_stops_when_the_supervisor_is_killed(tmp_path):
-    """A remote stage whose supervisor dies mid-stream stops (exit 1) instead of waiting on."""
-    clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)  # 30 s at its native rate
+def _realtime_config(tmp_path, **kw):
+    """A 30 s clip decoded at its native rate through a remote FrameTagStage: (config, endpoint)."""
+    clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)
     ep = f"tcp://127.0.0.1:{free_port()}"
-    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage",
-                   control_timeout_s=2.0)  # fmt: skip
+    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage", **kw)
     data = yaml.safe_load(path.read_text())
     data["stages"][0]["params"]["realtime"] = True
     path.write_text(yaml.safe_dump(data))
+    return path, ep
+
+
+def _wait_for_poses(sub, n=5, timeout_s=90):
+    deadline = time.monotonic() + timeout_s
+    while len(sub.poses()) < n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(sub.poses()) >= n
+
+
+def test_remote_stage_stops_when_the_supervisor_is_killed(tmp_path):
+    """A remote stage whose supervisor dies mid-stream stops (exit 1) instead of waiting on."""
+    path, ep = _realtime_config(tmp_path, control_timeout_s=2.0)
     remote = _launch(path)
     supervisor = subprocess.Popen(
         [sys.executable, "-c", "import sys; from pipeline.config import load_config; "
@@ -120,10 +132,7 @@ def test_remote_stage_stops_when_the_supervisor_is_killed(tmp_path):
     )  # fmt: skip
     sub = Subscriber(ep)
     try:
-        deadline = time.monotonic() + 90
-        while len(sub.poses()) < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert len(sub.poses()) >= 5, "no frames flowed through the remote stage"
+        assert _wait_for_poses(sub), "no frames flowed through the remote stage"
         supervisor.kill()
         supervisor.wait(timeout=10)
         t0 = time.monotonic()
@@ -140,21 +149,13 @@ def test_remote_stage_stops_when_the_supervisor_is_killed(tmp_path):
 def test_killed_remote_stage_fails_the_run_naming_it(tmp_path):
     """The supervisor gives up on a remote stage that went silent mid-stream, instead of
     waiting on it forever, and stops the graph with an error naming it."""
-    clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)  # 30 s at its native rate
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage",
-                   control_timeout_s=2.0)  # fmt: skip
-    data = yaml.safe_load(path.read_text())
-    data["stages"][0]["params"]["realtime"] = True
-    path.write_text(yaml.safe_dump(data))
+    path, ep = _realtime_config(tmp_path, control_timeout_s=2.0)
     remote = _launch(path)
     sub = Subscriber(ep)
     killed_at = []
 
     def kill_after_five_frames():
-        deadline = time.monotonic() + 90
-        while len(sub.poses()) < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_for_poses(sub)
         remote.kill()
         killed_at.append(time.monotonic())
 
@@ -176,19 +177,12 @@ def test_killed_remote_stage_fails_the_run_naming_it(tmp_path):
 def test_sigterm_on_a_remote_stage_drains_the_graph(tmp_path):
     """SIGTERM (or Ctrl-C) on a remote stage's host drains the whole graph: the source stops,
     every frame read is published, both sides exit cleanly and the result says interrupted."""
-    clip = write_clip(tmp_path / "c.mp4", n=750, fps=25)  # 30 s at its native rate
-    ep = f"tcp://127.0.0.1:{free_port()}"
-    path = _config(tmp_path, clip, ep, "tests.pipeline.test_graph:FrameTagStage")
-    data = yaml.safe_load(path.read_text())
-    data["stages"][0]["params"]["realtime"] = True
-    path.write_text(yaml.safe_dump(data))
+    path, ep = _realtime_config(tmp_path)
     remote = _launch(path)
     sub = Subscriber(ep)
 
     def terminate_after_five_frames():
-        deadline = time.monotonic() + 90
-        while len(sub.poses()) < 5 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_for_poses(sub)
         remote.send_signal(signal.SIGTERM)
 
     threading.Thread(target=terminate_after_five_frames, daemon=True).start()
