@@ -6,8 +6,9 @@ Same equations and outputs as engines/render/reference.py.
 
 Build: ``torch.utils.cpp_extension.load`` compiles the project's own source on first use and caches
 the result outside the repository (``$TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``). It needs a C++17 compiler (g++) and the ``ninja`` build tool on
-PATH (the ``ninja`` PyPI package or the system package); OpenMP is used where the compiler has it.
+``~/.cache/torch_extensions``; see engines/cext.py). It needs a C++17 compiler (g++) and the
+``ninja`` build tool on PATH (the ``ninja`` PyPI package or the system package); OpenMP is used
+where the compiler has it.
 """
 
 from __future__ import annotations
