@@ -350,7 +350,7 @@ class Graph:
             for w in started:
                 w.join(timeout=5)
                 if isinstance(w, mp.process.BaseProcess) and w.is_alive():
-                    w.terminate()
+                    w.kill()  # stage processes ignore SIGTERM (see worker.run_in_process)
                     w.join(timeout=2)
             if metrics_tx is not None:
                 metrics_tx.close(linger_ms=0)

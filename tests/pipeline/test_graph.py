@@ -1,5 +1,8 @@
+import os
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -26,6 +29,24 @@ class FailStage(Stage):
     def process(self, msg):
         if isinstance(msg, FrameMessage) and msg.index == 5:
             raise RuntimeError("kaboom at frame 5")
+        return [msg]
+
+
+@dataclass
+class StuckParams:
+    marker: str = ""  # folder where the stage leaves its pid
+
+
+class StuckStage(Stage):
+    """Blocks in a call that never returns (a hung driver, a deadlock): ignores ``stop``."""
+
+    Params = StuckParams
+
+    def process(self, msg):
+        if isinstance(msg, FrameMessage) and msg.index == 3:
+            (Path(self.params.marker) / str(os.getpid())).touch()
+            while True:
+                time.sleep(1)
         return [msg]
 
 
@@ -114,6 +135,26 @@ def test_stage_exception_stops_graph_naming_stage(tmp_path, mode):
     assert result.errors[0].stage == "boom" and "kaboom at frame 5" in result.errors[0].error
     assert "RuntimeError" in result.errors[0].traceback or mode == "processes"
     assert time.monotonic() - t0 < 30
+
+
+def test_a_stuck_stage_process_is_killed_and_named(tmp_path, monkeypatch):
+    """Stage processes ignore SIGTERM (a group signal must not cut a frame in half), so a stage
+    stuck past the stop grace is killed; before, terminate() left it running."""
+    from pipeline import graph
+
+    monkeypatch.setattr(graph, "STOP_GRACE_S", 1.0)
+    clip = write_clip(tmp_path / "c.mp4", n=50)
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    marker = tmp_path / "pids"
+    marker.mkdir()
+    middle = [{"name": "stuck", "type": "tests.pipeline.test_graph:StuckStage",
+               "params": {"marker": str(marker)}}]  # fmt: skip
+    result = Graph(make_config(clip, ep, "processes", middle, subs=0)).run(timeout_s=8)
+    assert not result.ok
+    assert {e.stage for e in result.errors} >= {"graph", "stuck"}, result.errors
+    assert any(e.stage == "stuck" and "did not stop" in e.error for e in result.errors)
+    (pid,) = [int(p.name) for p in marker.iterdir()]
+    assert not Path(f"/proc/{pid}").exists(), f"stuck stage process {pid} still running"
 
 
 def test_malformed_messages_are_dropped_and_counted(tmp_path):
