@@ -13,9 +13,12 @@ position, so in video the patch jumps from frame to frame). Methods and timing:
 likelihood), cold_fit_no_parts on advocc80 (hypotheses chosen without the part head), warm_fit at
 ``FitConfig.warm_steps`` and warm_fit@n for every ``--warm-steps`` n). ``regression@cold`` is
 the regression scored on the cold-fit frames only (like for like with cold_fit when
-``--cold-every`` > 1). ``regression_flip`` is the head flip test-time averaged
-(``engines.mirror``) on the same images (under AdvOcc the patch is the plain head's worst, not
-its own); ``--regression-flip`` makes that the regression of every method and of the search.
+``--cold-every`` > 1). ``cold_fit_oracle`` is a diagnostic, not a method: per frame the cold
+fit's hypothesis (its start or the front/back flip) nearest the ground truth, so its distance
+to cold_fit is what the choice between them costs. ``regression_flip`` is the head flip
+test-time averaged (``engines.mirror``) on the same images (under AdvOcc the patch is the plain
+head's worst, not its own); ``--regression-flip`` makes that the regression of every method and
+of the search.
 
 Output: ``{protocol: {method: {mpjpe, pa_mpjpe, mpjpe14, pa_mpjpe14, pckh, ms_per_frame, steps,
 frames}}, "paired": {protocol: {"A - B": {mean_mm, ci95_mm, a_better, frames}}}, "meta": {...}}``;
@@ -129,7 +132,7 @@ def load_bundle(path: str | None):
 def run(args: argparse.Namespace, progress=None) -> dict:
     """The whole benchmark; ``progress(str)`` is told what happens (a progress bar)."""
     from engines.evaluation.protocols import PROTOCOLS
-    from engines.evaluation.runner import Evaluator, build_protocol, score
+    from engines.evaluation.runner import Evaluator, build_protocol, oracle, score
     from engines.evaluation.samples import synthetic_sequences
     from engines.evaluation.stats import paired_difference
     from engines.fit_config import FitConfig
@@ -184,6 +187,8 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         say(f"{proto}: cold_fit")
         cold = ev.run_cold(pfs, list(regs), every=args.cold_every, batch=args.fit_batch)
         r["cold_fit"] = score(cold, pfs)
+        if all(o.hypotheses is not None for o in cold):  # diagnostic: a perfect flip choice
+            r["cold_fit_oracle"] = score(oracle(cold, pfs), pfs)
         at_cold = [o.subset(o.index % args.cold_every == 0) for o in reg_out]
         if args.cold_every > 1:  # the regression on the cold-fit frames: a like-for-like row
             r["regression@cold"] = score(at_cold, pfs)

@@ -74,6 +74,9 @@ class FitResult:
     lost: torch.Tensor  # [B] bool
     joints: torch.Tensor  # [B, 24, 3] camera frame
     steps: int  # optimiser steps taken per body
+    # every start's fitted state, start-major [S*B], when the cold start chose between S > 1
+    # (None otherwise): diagnostics only (benchmarks.accuracy's cold_fit_oracle row)
+    hypotheses: BodyState | None = None
 
 
 def hinge_prior(body_pose: torch.Tensor) -> torch.Tensor:  # [B, 69] -> [B]
@@ -383,7 +386,10 @@ class NBVFitter:
         )  # fmt: skip
         best_state, best_anchor = self._best_start(fitted, anchors, camera, parts if many else None)
         steps = len(starts) * cfg.stage1_steps + keep * cfg.stage2_steps
-        return self._finish(best_state, features, camera, steps, evaluation, best_anchor)
+        result = self._finish(best_state, features, camera, steps, evaluation, best_anchor)
+        if len(fitted) > 1:
+            result = replace(result, hypotheses=BodyState.cat([st for st, _ in fitted]).detach())
+        return result
 
     def warm_start(
         self,

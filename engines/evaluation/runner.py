@@ -99,6 +99,7 @@ class MethodOutput:
     index: np.ndarray  # [N] frame indices into the sequence
     states: BodyState | None = None  # [N] fitted parameters (cold fits)
     timed: np.ndarray | None = None  # [N] bool, frames counted in ms / steps (None: all)
+    hypotheses: np.ndarray | None = None  # [N, S, 24, 3] joints of every cold-start hypothesis
 
     def subset(self, keep: np.ndarray) -> MethodOutput:  # keep: [N] bool
         """The predictions of the frames where ``keep`` is true."""
@@ -110,6 +111,7 @@ class MethodOutput:
             self.joints3d[sel], self.ms[sel], self.steps[sel], self.index[sel],
             None if self.states is None else self.states.select(torch.as_tensor(sel)),
             None if self.timed is None else self.timed[sel],
+            None if self.hypotheses is None else self.hypotheses[sel],
         )  # fmt: skip
 
 
@@ -243,17 +245,29 @@ class Evaluator:
             t0 = time.perf_counter()
             res = fitter.cold_start(init, feats, self.camera(K), part_logits=logits)
             ms = (time.perf_counter() - t0) * 1000.0 / len(chunk)
+            hyp = self._hypothesis_joints(res.hypotheses, len(chunk))  # [b, S, 24, 3] or None
             for b, key in enumerate(chunk):
-                res_j[key] = (res.joints[b].numpy(), ms, res.steps, res.state.select([b]))
+                res_j[key] = (res.joints[b].numpy(), ms, res.steps, res.state.select([b]),
+                              None if hyp is None else hyp[b])  # fmt: skip
         outs = []
         for s, pf in enumerate(pfs):
             idx = np.arange(0, len(pf.images), every)
             r = [res_j[(s, int(t))] for t in idx]
+            hyp = None if r[0][4] is None else np.stack([x[4] for x in r])
             outs.append(MethodOutput(
                 np.stack([x[0] for x in r]), np.array([x[1] for x in r]),
                 np.array([x[2] for x in r], float), idx, BodyState.cat([x[3] for x in r]),
+                hypotheses=hyp,
             ))  # fmt: skip
         return outs
+
+    @torch.no_grad()
+    def _hypothesis_joints(self, states: BodyState | None, B: int) -> np.ndarray | None:
+        """Joints [B, S, 24, 3] of a cold fit's start-major [S*B] hypotheses (None: one start)."""
+        if states is None:
+            return None
+        j = self.body(states.global_orient, states.body_pose, states.betas, states.transl).joints
+        return j.reshape(-1, B, 24, 3).transpose(0, 1).numpy()
 
     def run_warm(
         self, pfs: list[ProtocolFrames], regs: list[Regression], steps: int,
@@ -394,6 +408,24 @@ def build_protocol(
         head_size=np.array([f.head_size for f in fr], np.float64),
         info=info,
     )
+
+
+def oracle(outputs: list[MethodOutput], frames: list[ProtocolFrames]) -> list[MethodOutput]:
+    """Diagnostic, not a method: per frame, the cold fit's hypothesis nearest the ground truth
+    (root-aligned MPJPE), i.e. the cold fit with a perfect choice between its starts (the
+    front/back flip). ``score`` of it against ``cold_fit`` is what that choice costs."""
+    if len(outputs) != len(frames):
+        raise ValueError("oracle needs one MethodOutput per ProtocolFrames")
+    out = []
+    for o, f in zip(outputs, frames):
+        if o.hypotheses is None:
+            raise ValueError("oracle needs cold fits with several hypotheses")
+        N, S = o.hypotheses.shape[:2]
+        err = np.stack([per_sample_mpjpe(o.hypotheses[:, k], f.joints3d[o.index],
+                                         f.visible[o.index]) for k in range(S)], 1)  # fmt: skip
+        best = np.argmin(np.where(np.isnan(err), np.inf, err), axis=1)
+        out.append(replace(o, joints3d=o.hypotheses[np.arange(N), best], states=None))
+    return out
 
 
 def score(outputs: list[MethodOutput], frames: list[ProtocolFrames]) -> dict[str, float]:

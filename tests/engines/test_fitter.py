@@ -1,6 +1,7 @@
 """NBV fitting on feature maps synthesised from the model itself (analysis-by-synthesis)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -92,6 +93,13 @@ def test_cold_start_recovers_the_pose_and_keeps_inputs(scene):
     assert not res.lost.item()
     for a, b in zip(before, init.as_tuple()):
         assert torch.equal(a, b)
+    # both fitted starts, start-major; the chosen one is among them
+    assert res.hypotheses is not None and res.hypotheses.batch == 2
+    chosen = [torch.equal(res.hypotheses.select([k]).body_pose, res.state.body_pose)
+              for k in range(2)]  # fmt: skip
+    assert any(chosen)
+    one = NBVFitter(body, nbv, table, clutter, replace(cfg, flip_hypothesis=False, stage2_steps=1))
+    assert one.cold_start(init, feats, cam).hypotheses is None
 
 
 def test_turned_hypotheses_undo_a_quarter_turn(scene):

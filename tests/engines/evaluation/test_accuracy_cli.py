@@ -48,8 +48,10 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     assert d["frames"] == r["clean"]["cold_fit"]["frames"]
     assert d["ci95_mm"][0] <= d["mean_mm"] <= d["ci95_mm"][1]
     assert set(r["advocc80"]) == {"mean_pose", "regression", "regression_flip", "cold_fit",
-                                  "cold_fit_plain", "cold_fit_no_parts", "warm_fit",
-                                  "warm_fit@1"}  # fmt: skip
+                                  "cold_fit_plain", "cold_fit_no_parts", "cold_fit_oracle",
+                                  "warm_fit", "warm_fit@1"}  # fmt: skip
+    for proto in ("clean", "advocc80"):  # a perfect choice between the starts is never worse
+        assert r[proto]["cold_fit_oracle"]["mpjpe"] <= r[proto]["cold_fit"]["mpjpe"] + 1e-6
     for m in r["clean"].values():
         assert m["frames"] >= 2 and m["mpjpe"] > 0
     assert r["meta"]["crop_size"] == S and r["meta"]["data"]["frames"] == 3

@@ -8,6 +8,7 @@ from engines.evaluation.runner import (
     Evaluator,
     MethodOutput,
     build_protocol,
+    oracle,
     per_sample_mpjpe,
     project,
     score,
@@ -123,6 +124,13 @@ def test_methods_run_and_score(setup):
         plain = ev.run_cold([pf], [reg], plain=True, every=2)
         warm = ev.run_warm([pf], [reg], 1, cold)
         assert cold[0].steps.tolist() == [8, 8]  # 2 starts x (2 + 2)
+        assert cold[0].hypotheses.shape == (2, 2, 24, 3)  # frames x starts
+        best = oracle(cold, [pf])
+        hyp_err = [per_sample_mpjpe(cold[0].hypotheses[:, k], pf.joints3d, pf.visible)
+                   for k in range(2)]  # fmt: skip
+        np.testing.assert_allclose(
+            per_sample_mpjpe(best[0].joints3d, pf.joints3d, pf.visible), np.minimum(*hyp_err)
+        )
         assert plain[0].index.tolist() == [0]
         # from the cold fit, then 1 step from the track, its flip and (unless the same) the
         # regression's orientation
@@ -167,3 +175,9 @@ def test_synthetic_sequences_split():
     assert all(s.name.split("#")[0] in VAL_TAKES for s in val)
     held = synthetic_sequences(1, 2, S, seed=0)  # default: the holdout takes
     assert held[0].name.split("#")[0] not in VAL_TAKES
+
+
+def test_oracle_needs_hypotheses():
+    out = MethodOutput(np.zeros((1, 24, 3)), np.zeros(1), np.zeros(1), np.arange(1))
+    with pytest.raises(ValueError, match="hypotheses"):
+        oracle([out], [None])
