@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import subprocess
+import sys
 import threading
 import time
 
@@ -96,3 +98,37 @@ def test_build_folders_are_per_checkout_and_torch_version(monkeypatch, tmp_path)
     monkeypatch.setattr(cext, "CSRC", tmp_path / "other_checkout" / "engines" / "csrc")
     b = cext.build_directory("nbf_test_ext")
     assert b.parent == a.parent and b != a and b.name.startswith("nbf_test_ext-")
+
+
+def test_a_build_killed_mid_way_in_another_process_does_not_block_the_next(monkeypatch):
+    """The CI hang: a process killed while it built (holding torch's lock file). Its flock
+    goes with it, so the next build takes the folder, removes the stale lock and goes on."""
+    calls = []
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", _fake_load(0.0, calls))
+    folder = cext.build_directory("nbf_test_ext")
+    folder.mkdir(parents=True)
+    code = (
+        "import fcntl, pathlib, sys, time\n"
+        "d = pathlib.Path(sys.argv[1])\n"
+        "f = open(d / sys.argv[2], 'a')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "(d / sys.argv[3]).touch()\n"
+        "print('building', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    builder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), cext.FLOCK, cext.TORCH_LOCK],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert builder.stdout.readline().strip() == "building"
+    finally:
+        builder.kill()
+        builder.wait(timeout=10)
+        builder.stdout.close()
+    assert (folder / cext.TORCH_LOCK).exists()
+    t = threading.Thread(target=cext.load_extension, args=("nbf_test_ext", ["x.cpp"], False, "h"))
+    t.start()
+    t.join(timeout=10)
+    assert not t.is_alive() and len(calls) == 1
+    assert not (folder / cext.TORCH_LOCK).exists()
