@@ -282,6 +282,18 @@ class NBVFitter:
                for i in range(S)]  # fmt: skip
         return out, None
 
+    def _hypothesis_score(
+        self,
+        state: BodyState,
+        loss: torch.Tensor,  # [B] its objective
+        camera: Camera,
+        parts: torch.Tensor | None,  # [B, P, H, W] part log-probabilities (None: loss alone)
+    ) -> torch.Tensor:  # -> [B] what hypotheses are compared on
+        """``loss`` + ``part_weight`` x :meth:`part_score` (``loss`` alone without ``parts``)."""
+        if parts is None:
+            return loss
+        return loss + self.config.part_weight * self.part_score(state, camera, parts)
+
     def _best_start(
         self,
         fitted: list[tuple[BodyState, torch.Tensor]],  # S x (fitted start, its loss [B])
@@ -289,16 +301,14 @@ class NBVFitter:
         camera: Camera,
         parts: torch.Tensor | None,  # [B, P, H, W] part log-probabilities (None: loss alone)
     ) -> tuple[BodyState, torch.Tensor | None]:
-        """Per body, the fitted start with the lowest loss (+ ``part_weight`` x
-        :meth:`part_score` when there are several and ``parts``), and its pose anchor."""
+        """Per body, the fitted start with the lowest :meth:`_hypothesis_score` (the loss alone
+        for a single start), and its pose anchor."""
         (best, best_loss), best_anchor = fitted[0], anchors[0]
         if len(fitted) == 1:
             return best, best_anchor
-        if parts is not None:
-            best_loss = best_loss + self.config.part_weight * self.part_score(best, camera, parts)
+        best_loss = self._hypothesis_score(best, best_loss, camera, parts)
         for (state, loss), anchor in zip(fitted[1:], anchors[1:], strict=True):
-            if parts is not None:
-                loss = loss + self.config.part_weight * self.part_score(state, camera, parts)
+            loss = self._hypothesis_score(state, loss, camera, parts)
             better = loss < best_loss
             best = BodyState.where(better, state, best)
             best_loss = torch.where(better, loss, best_loss)
@@ -354,19 +364,14 @@ class NBVFitter:
             starts.append(flip_front_back(init.detach(), pelvis))
         if cfg.turn_hypotheses:
             starts += [turn_about_vertical(init.detach(), pelvis, a) for a in (90.0, -90.0)]
-        many = len(starts) > 1
-
-        def score(state: BodyState, loss: torch.Tensor) -> torch.Tensor:  # the hypotheses' score
-            if parts is not None and many:
-                return loss + cfg.part_weight * self.part_score(state, camera, parts)
-            return loss
-
+        choice_parts = parts if len(starts) > 1 else None  # (one start: nothing to choose)
         # stage 1 from every start; each start anchors the body pose at itself (flip: mirrored)
         fitted, _ = self._optimise_starts(
             starts, features, camera, ("global_orient", "transl"), cfg.stage1_steps, cfg.lr,
             pose_anchors=[s.body_pose for s in starts],
         )  # fmt: skip
-        stage1 = [(s1, score(s1, loss) if cfg.stage2_hypotheses else None, s.body_pose)
+        stage1 = [(s1, self._hypothesis_score(s1, loss, camera, choice_parts)
+                   if cfg.stage2_hypotheses else None, s.body_pose)
                   for (s1, loss), s in zip(fitted, starts, strict=True)]  # fmt: skip
         keep = len(starts)
         if 0 < cfg.stage2_hypotheses < len(starts):  # only the best starts go on, per body
@@ -384,7 +389,7 @@ class NBVFitter:
             [x[0] for x in stage1], features, camera, ("global_orient", "body_pose"),
             cfg.stage2_steps, cfg.lr, pose_anchors=anchors,
         )  # fmt: skip
-        best_state, best_anchor = self._best_start(fitted, anchors, camera, parts if many else None)
+        best_state, best_anchor = self._best_start(fitted, anchors, camera, choice_parts)
         steps = len(starts) * cfg.stage1_steps + keep * cfg.stage2_steps
         result = self._finish(best_state, features, camera, steps, evaluation, best_anchor)
         if len(fitted) > 1:

@@ -266,7 +266,7 @@ class Evaluator:
         """Joints [B, S, 24, 3] of a cold fit's start-major [S*B] hypotheses (None: one start)."""
         if states is None:
             return None
-        j = self.body(states.global_orient, states.body_pose, states.betas, states.transl).joints
+        _, j = self.nbv.pose(self.body, *states.as_tuple())  # as FitResult.joints
         return j.reshape(-1, B, 24, 3).transpose(0, 1).numpy()
 
     def run_warm(
