@@ -6,6 +6,12 @@ hair, skin, top (sleeve length sampled), bottom (trouser length sampled), shoes.
 moves: plain, stripes, checks, plaid, noise. A texture is fully determined by its integer id; the
 texture bank is split by id (``texture_split``): train and held-out ids never overlap.
 
+Front/back-asymmetric details (``FrontDetails``, drawn from the garment textures' ids, so the
+rest of a sample's random stream is unchanged): a face (eyes, brows, mouth), a neckline (crew, V
+or scoop), a chest print, an open front (placket) and toe caps. Without them the only cue to
+which way a body faces was hair at the back of the head, and a body and its front/back flip
+looked alike wherever the layout of the parts was hidden.
+
 Shading: Lambertian with ambient from interpolated vertex normals, one key light and one fill
 light of random direction and colour (camera frame).
 """
@@ -21,9 +27,12 @@ import torch
 __all__ = [
     "GARMENTS",
     "Appearance",
+    "FrontDetails",
     "Texture",
+    "apply_front_details",
     "garment_groups",
     "sample_appearance",
+    "sample_front_details",
     "sample_texture_id",
     "shade",
     "texture_split",
@@ -152,6 +161,50 @@ def _value_noise(x: torch.Tensor, seed: int, octaves: int = 3) -> torch.Tensor: 
 
 
 @dataclass(frozen=True)
+class FrontDetails:
+    """Details on the front of the body only (rest frame: y up, faces +z, left +x; metres)."""
+
+    eye_colour: np.ndarray  # [3]
+    lip_factor: np.ndarray  # [3] multiplies the skin colour
+    neckline: str  # "crew" | "v" | "scoop": skin cut out of the top's front below the neck
+    neck_depth: float  # how far below the neck joint the neckline reaches (m)
+    neck_half_width: float  # (m)
+    print_kind: str  # "none" | "disc" | "box" | "band": a contrasting print on the chest
+    print_centre: tuple[float, float]  # (x, y) rest frame (m)
+    print_size: float  # radius / half side / half height (m)
+    print_colour: np.ndarray  # [3]
+    placket: float  # half width of an open front showing an inner garment (0: none)
+    placket_colour: np.ndarray  # [3]
+    toe_cap: bool
+    toe_colour: np.ndarray  # [3]
+
+
+def sample_front_details(rng: np.random.Generator) -> FrontDetails:
+    """Random front details (``sample_appearance`` seeds ``rng`` from the textures' ids)."""
+    neck = str(rng.choice(["crew", "v", "scoop"], p=[0.3, 0.35, 0.35]))
+    kind = str(rng.choice(["none", "disc", "box", "band"], p=[0.35, 0.25, 0.25, 0.15]))
+    centre_x = 0.0 if rng.random() < 0.6 else float(rng.uniform(-0.07, 0.07))
+    placket = float(rng.uniform(0.015, 0.06)) if rng.random() < 0.3 else 0.0
+    return FrontDetails(
+        eye_colour=_hsv(rng.uniform(0.05, 0.6), rng.uniform(0.2, 0.6), rng.uniform(0.04, 0.25)),
+        lip_factor=np.array(
+            [rng.uniform(0.7, 0.9), rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.65)]
+        ),
+        neckline=neck,
+        neck_depth=float(rng.uniform(0.01, 0.03) if neck == "crew" else rng.uniform(0.05, 0.16)),
+        neck_half_width=float(rng.uniform(0.06, 0.11)),
+        print_kind=kind,
+        print_centre=(centre_x, float(rng.uniform(0.18, 0.34))),
+        print_size=float(rng.uniform(0.035, 0.09)),
+        print_colour=_cloth_colour(rng),
+        placket=placket,
+        placket_colour=_cloth_colour(rng),
+        toe_cap=bool(rng.random() < 0.5),
+        toe_colour=_cloth_colour(rng),
+    )
+
+
+@dataclass(frozen=True)
 class Appearance:
     """One person's look: garment layout and per-garment textures, plus lighting."""
 
@@ -168,6 +221,7 @@ class Appearance:
     fill_dir: np.ndarray  # [3]
     fill_colour: np.ndarray  # [3]
     ambient: np.ndarray  # [3]
+    details: FrontDetails
 
 
 _SKIN_TONES = np.array(
@@ -206,6 +260,8 @@ def sample_appearance(rng: np.random.Generator, split: str) -> Appearance:
         fill_dir=fill,
         fill_colour=rng.uniform(0.0, 0.35) * rng.uniform(0.8, 1.2, 3),
         ambient=rng.uniform(0.2, 0.5) * rng.uniform(0.9, 1.1, 3),
+        # a child stream keyed by the textures: the caller's stream is not advanced
+        details=sample_front_details(np.random.default_rng([104729, *(t.id for t in tex)])),
     )
 
 
@@ -244,6 +300,74 @@ def garment_groups(
     if app.hair > 0.05:
         g[head & (crown | back)] = HAIR
     return g
+
+
+def apply_front_details(
+    albedo: torch.Tensor,  # [P, 3] per covered pixel
+    points: torch.Tensor,  # [P, 3] rest-pose surface point
+    normals: torch.Tensor,  # [P, 3] rest-pose unit normal
+    garment: torch.Tensor,  # [P] GARMENTS index
+    part: torch.Tensor,  # [P] dominant skinning joint 0..23
+    rest_joints: torch.Tensor,  # [24, 3]
+    app: Appearance,
+) -> torch.Tensor:  # [P, 3]
+    """``albedo`` with the appearance's front details painted on (a new tensor).
+
+    Everything is placed in the rest frame (body faces +z) on surface points whose rest normal
+    faces forward, so each detail sits on the front of the body and moves with it."""
+    d, J = app.details, rest_joints
+    out = albedo.clone()
+    x, y, z = points.unbind(1)
+    front = normals[:, 2]
+    dt = albedo.dtype
+    top = garment == TOP
+    # neckline: the top's front cut away below the neck joint, showing skin
+    neck_y, w = J[12, 1], d.neck_half_width
+    u = (x.abs() / w).clamp(max=1.0)
+    if d.neckline == "v":
+        depth = d.neck_depth * (1 - u)
+    elif d.neckline == "scoop":
+        depth = d.neck_depth * (1 - u * u).sqrt()
+    else:
+        depth = d.neck_depth * (1 - u**4)
+    cut = top & (front > 0.2) & (x.abs() < w) & (y > neck_y - depth)
+    out[cut] = torch.as_tensor(app.skin, dtype=dt)
+    top = top & ~cut
+    # an open front showing an inner garment
+    if d.placket > 0:
+        sel = top & (front > 0.2) & (x.abs() < d.placket) & (y > J[0, 1] + app.waist)
+        out[sel] = torch.as_tensor(d.placket_colour, dtype=dt)
+    # a chest print
+    if d.print_kind != "none":
+        cx, cy = d.print_centre
+        r = d.print_size
+        if d.print_kind == "disc":
+            inside = (x - cx) ** 2 + (y - cy) ** 2 < r * r
+        elif d.print_kind == "box":
+            inside = ((x - cx).abs() < r) & ((y - cy).abs() < r)
+        else:
+            inside = (y - cy).abs() < r
+        sel = top & (front > 0.35) & inside
+        out[sel] = torch.as_tensor(d.print_colour, dtype=dt)
+    # face: eyes, brows and mouth on skin in front of the head (neck part 12 holds the jaw)
+    face = (garment == SKIN) & torch.isin(part, torch.tensor([12, 15])) & (front > 0.3)
+    face &= y > J[15, 1] - 0.085
+    if face.any():
+        eye_y, eye_x = J[15, 1] + 0.04, 0.033
+        eye = face & ((x.abs() - eye_x) ** 2 / 0.014**2 + (y - eye_y) ** 2 / 0.008**2 < 1)
+        brow = face & ((x.abs() - eye_x).abs() < 0.02) & ((y - eye_y - 0.02).abs() < 0.004)
+        mouth = face & (x.abs() < 0.024) & ((y - (J[15, 1] - 0.038)).abs() < 0.007)
+        out[eye] = torch.as_tensor(d.eye_colour, dtype=dt)
+        out[brow] = torch.as_tensor(app.hair_colour, dtype=dt) * 0.8
+        lips = torch.as_tensor(app.skin * d.lip_factor, dtype=dt)
+        out[mouth] = lips
+    # toe caps on the front of the shoes
+    if d.toe_cap:
+        toes = (garment == SHOES) & torch.isin(part, torch.tensor([10, 11]))
+        out[toes & (z > J[10, 2] + 0.015) & (front > -0.2)] = torch.as_tensor(
+            d.toe_colour, dtype=dt
+        )
+    return out.clamp(0, 1)
 
 
 def shade(

@@ -19,7 +19,16 @@ from engines.body import BodyModel
 from engines.nbv import NeuralBodyVolume
 from engines.render import Camera, render
 
-from .appearance import BOTTOM, HAIR, SHOES, SKIN, TOP, Appearance, garment_groups
+from .appearance import (
+    BOTTOM,
+    HAIR,
+    SHOES,
+    SKIN,
+    TOP,
+    Appearance,
+    apply_front_details,
+    garment_groups,
+)
 from .appearance import shade as shade_pixels
 from .camera import feature_intrinsics
 from .raster import RasterOutput, project_points, rasterize, vertex_normals
@@ -54,6 +63,7 @@ class BodyRenderer:
         self.vertex_part = self.body.weights.argmax(1)  # [V] 0..23
         self.rest_vertices = self.body.v_template  # [V, 3] texture coordinates
         self.rest_joints = self.body.J_template  # [24, 3]
+        self.rest_normals = vertex_normals(self.rest_vertices, self.faces)  # [V, 3]
 
     @torch.no_grad()
     def pose(
@@ -88,7 +98,11 @@ class BodyRenderer:
             sel = g == gi
             if sel.any():
                 alb[sel] = tex.evaluate(p[sel]).float()
-        return alb.clamp(0, 1), dom, pix
+        n = (b[..., None] * self.rest_normals[tri]).sum(1)  # [P, 3] rest normal
+        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        part = self.vertex_part[dom]
+        alb = apply_front_details(alb.clamp(0, 1), p, n, g, part, self.rest_joints, app)
+        return alb, dom, pix
 
     def render_image(
         self,

@@ -10,8 +10,10 @@ from engines.synth.appearance import (
     SKIN,
     TOP,
     Texture,
+    apply_front_details,
     garment_groups,
     sample_appearance,
+    sample_front_details,
     sample_texture_id,
     shade,
     texture_split,
@@ -86,3 +88,68 @@ def test_shading_lambert():
     # only when it points away from it)
     assert (out[0] >= out[1] - 1e-6).all()
     assert out.min() >= 0 and out.max() <= 1
+
+
+def _all_details(app):
+    """``app`` with every front detail switched on (V neck, box print, placket, toe caps)."""
+    d = app.details
+    d = d.__class__(**{
+        **d.__dict__, "neckline": "v", "neck_depth": 0.12, "print_kind": "box",
+        "print_centre": (0.0, 0.25), "print_size": 0.06, "print_colour": np.array([1.0, 0, 0]),
+        "placket": 0.03, "placket_colour": np.array([0, 1.0, 0]), "toe_cap": True,
+        "toe_colour": np.array([0, 0, 1.0]), "eye_colour": np.array([0.05, 0.05, 0.05]),
+    })  # fmt: skip
+    return app.__class__(**{**app.__dict__, "sleeve": 1.0, "trouser": 1.0, "hair": 0.0,
+                            "details": d})  # fmt: skip
+
+
+def test_front_details_are_on_the_front_only(body):
+    """Painted on the rest mesh: every detail appears, and only where the surface faces forward
+    (+z), so a body and its front/back flip no longer look alike."""
+    from engines.synth.raster import vertex_normals
+
+    part = body.weights.argmax(1)
+    v, J = body.v_template, body.J_template
+    app = _all_details(sample_appearance(np.random.default_rng(3), "train"))
+    g = garment_groups(v, J, part, app)
+    normals = vertex_normals(v, body.faces)
+    base = torch.full((len(v), 3), 0.5)
+    out = apply_front_details(base, v, normals, g, part, J, app)
+    changed = (out - base).abs().amax(1) > 1e-6
+    assert changed.sum() > 100
+    feet = torch.isin(part, torch.tensor([10, 11]))
+    # everything but the toe caps sits on forward-facing surface, the toe caps at the toes' front
+    assert (normals[changed & ~feet, 2] > 0.2).all()
+    assert (v[changed & feet, 2] > J[10, 2]).all()
+    back = normals[:, 2] < -0.2
+    assert not changed[back].any()
+    for colour in ([1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.05, 0.05, 0.05]):
+        hit = (out - torch.tensor(colour)).abs().amax(1) < 1e-6
+        assert hit.sum() >= 3, colour
+    skin = torch.as_tensor(app.skin, dtype=torch.float32)
+    neck = (g == TOP) & ((out - skin).abs().amax(1) < 1e-6)
+    assert neck.sum() > 5 and (v[neck, 1] > J[12, 1] - 0.13).all()
+
+
+def test_front_details_follow_the_textures_and_leave_the_stream_alone(monkeypatch):
+    """Details are drawn from a stream keyed by the garment textures: the same textures give
+    the same details, and drawing them does not move the caller's stream (the rest of a sample,
+    its background, occluders and camera, is what it was without them)."""
+    import engines.synth.appearance as appearance
+
+    a = sample_appearance(np.random.default_rng(5), "heldout")
+    again = sample_front_details(np.random.default_rng([104729, *(t.id for t in a.textures)]))
+    assert again.neckline == a.details.neckline and again.print_kind == a.details.print_kind
+    np.testing.assert_array_equal(again.print_colour, a.details.print_colour)
+    r1 = np.random.default_rng(9)
+    sample_appearance(r1, "train")
+    real = appearance.sample_front_details
+
+    def greedy(rng):  # draws far more: would move the caller's stream if it were that one
+        rng.random(1000)
+        return real(rng)
+
+    monkeypatch.setattr(appearance, "sample_front_details", greedy)
+    r2 = np.random.default_rng(9)
+    sample_appearance(r2, "train")
+    assert r1.bit_generator.state == r2.bit_generator.state
