@@ -53,6 +53,16 @@ class CropRender:
     nbv_silhouette: np.ndarray  # [h, w] float NBV silhouette at the feature resolution
 
 
+def _pixel_normals(
+    normals: torch.Tensor,  # [V, 3] unit vertex normals
+    tri: torch.Tensor,  # [P, 3] vertex ids of each pixel's face
+    bary: torch.Tensor,  # [P, 3]
+) -> torch.Tensor:  # [P, 3] unit
+    """Vertex normals interpolated at the pixels and renormalised."""
+    n = (bary[..., None] * normals[tri]).sum(1)
+    return n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+
+
 class BodyRenderer:
     """Holds the body model, the NBV structure and per-vertex tables used to render crops."""
 
@@ -98,8 +108,7 @@ class BodyRenderer:
             sel = g == gi
             if sel.any():
                 alb[sel] = tex.evaluate(p[sel]).float()
-        n = (b[..., None] * self.rest_normals[tri]).sum(1)  # [P, 3] rest normal
-        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        n = _pixel_normals(self.rest_normals, tri, b)  # [P, 3] rest normal
         part = self.vertex_part[dom]
         alb = apply_front_details(alb.clamp(0, 1), p, n, g, part, self.rest_joints, app)
         return alb, dom, pix
@@ -124,8 +133,7 @@ class BodyRenderer:
         normals = vertex_normals(verts, self.faces)
         tri = self.faces[ras.face_id.reshape(-1)[pix]]
         b = ras.bary.reshape(-1, 3)[pix]
-        n = (b[..., None] * normals[tri]).sum(1)
-        n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        n = _pixel_normals(normals, tri, b)
         rgb = shade_pixels(alb, n, app)  # [P, 3]
         # composite with a soft 1-pixel edge
         mask = ras.mask.numpy()
