@@ -25,7 +25,9 @@ frames}}, "paired": {protocol: {"A - B": {mean_mm, ci95_mm, a_better, frames}}},
 errors in mm after pelvis alignment, PCKh@0.5 on the 14-joint set. "paired" compares two methods
 frame by frame on the cold-fitted frames (``engines.evaluation.stats``: the mean difference, its
 95% two-stage bootstrap interval over sequences and their frames, the share of frames where A is
-better).
+better). "choice" (a diagnostic, ``engines.evaluation.choice``): per protocol, cold_fit's MPJPE
+with its choice between hypotheses replayed on a grid of part weights and biases towards the
+regression's start, for choosing ``FitConfig.part_weight`` on ``--split val``.
 The full run renders 20 sequences of 8 frames (four per holdout take), cold-fits every
 ``--cold-every`` 2nd frame (frame 0 included; a cold fit is 240 steps per frame, the bulk of the
 run time), warm-fits every frame (batched across sequences) and searches the full AdvOcc grid.
@@ -131,6 +133,7 @@ def load_bundle(path: str | None):
 
 def run(args: argparse.Namespace, progress=None) -> dict:
     """The whole benchmark; ``progress(str)`` is told what happens (a progress bar)."""
+    from engines.evaluation.choice import choice_sweep
     from engines.evaluation.protocols import PROTOCOLS
     from engines.evaluation.runner import Evaluator, build_protocol, oracle, score
     from engines.evaluation.samples import synthetic_sequences
@@ -172,6 +175,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
     results: dict = {}
     info: dict = {}
     paired: dict = {}  # per protocol: per-frame differences between methods on the same frames
+    choice: dict = {}  # per protocol: the cold fits' choice replayed with other part weights
     for pi, proto in enumerate(protocols):
         rng = np.random.default_rng([args.seed, pi])
         pfs = []
@@ -189,6 +193,8 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         r["cold_fit"] = score(cold, pfs)
         if all(o.hypotheses is not None for o in cold):  # diagnostic: a perfect flip choice
             r["cold_fit_oracle"] = score(oracle(cold, pfs), pfs)
+        if all(o.hypothesis_scores is not None for o in cold):  # diagnostic: other weights
+            choice[proto] = choice_sweep(cold, pfs)
         at_cold = [o.subset(o.index % args.cold_every == 0) for o in reg_out]
         if args.cold_every > 1:  # the regression on the cold-fit frames: a like-for-like row
             r["regression@cold"] = score(at_cold, pfs)
@@ -230,6 +236,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
             bundle, n_img, args.seed, pool_slots=1, pool_min_weight=1e-3, split=args.split
         )
     results["paired"] = paired
+    results["choice"] = choice
     results["meta"] = {
         "model": str(model_path),
         "model_metadata": {

@@ -77,6 +77,9 @@ class FitResult:
     # every start's fitted state, start-major [S*B], when the cold start chose between S > 1
     # (None otherwise): diagnostics only (benchmarks.accuracy's cold_fit_oracle row)
     hypotheses: BodyState | None = None
+    # with ``hypotheses``: each one's objective and part term (NaN without part logits),
+    # [S*B, 2], so a different part_weight's choice can be replayed (benchmarks.accuracy)
+    hypothesis_scores: torch.Tensor | None = None
 
 
 def hinge_prior(body_pose: torch.Tensor) -> torch.Tensor:  # [B, 69] -> [B]
@@ -300,21 +303,28 @@ class NBVFitter:
         anchors: list[torch.Tensor | None],  # S x [B, 69] pose anchor of each start (or None)
         camera: Camera,
         parts: torch.Tensor | None,  # [B, P, H, W] part log-probabilities (None: loss alone)
-    ) -> tuple[BodyState, torch.Tensor | None]:
+    ) -> tuple[BodyState, torch.Tensor | None, list[torch.Tensor] | None]:
         """Per body, the fitted start with the lowest :meth:`_hypothesis_score` (the loss alone
-        for a single start), and its pose anchor."""
-        (best, best_loss), best_anchor = fitted[0], anchors[0]
+        for a single start), its pose anchor and every start's part term (S x [B]; None for a
+        single start or without ``parts``)."""
+        (best, _), best_anchor = fitted[0], anchors[0]
         if len(fitted) == 1:
-            return best, best_anchor
-        best_loss = self._hypothesis_score(best, best_loss, camera, parts)
-        for (state, loss), anchor in zip(fitted[1:], anchors[1:], strict=True):
-            loss = self._hypothesis_score(state, loss, camera, parts)
-            better = loss < best_loss
+            return best, best_anchor, None
+        terms = None
+        if parts is not None:
+            with torch.no_grad():
+                terms = [self.part_score(st, camera, parts) for st, _ in fitted]
+        w = self.config.part_weight
+        scores = [loss if terms is None else loss + w * terms[i]
+                  for i, (_, loss) in enumerate(fitted)]  # fmt: skip
+        best_score = scores[0]
+        for (state, _), score, anchor in zip(fitted[1:], scores[1:], anchors[1:], strict=True):
+            better = score < best_score
             best = BodyState.where(better, state, best)
-            best_loss = torch.where(better, loss, best_loss)
+            best_score = torch.where(better, score, best_score)
             if anchor is not None:
                 best_anchor = torch.where(better[:, None], anchor, best_anchor)
-        return best, best_anchor
+        return best, best_anchor, terms
 
     def _finish(
         self,
@@ -389,11 +399,17 @@ class NBVFitter:
             [x[0] for x in stage1], features, camera, ("global_orient", "body_pose"),
             cfg.stage2_steps, cfg.lr, pose_anchors=anchors,
         )  # fmt: skip
-        best_state, best_anchor = self._best_start(fitted, anchors, camera, choice_parts)
+        best_state, best_anchor, terms = self._best_start(fitted, anchors, camera, choice_parts)
         steps = len(starts) * cfg.stage1_steps + keep * cfg.stage2_steps
         result = self._finish(best_state, features, camera, steps, evaluation, best_anchor)
         if len(fitted) > 1:
-            result = replace(result, hypotheses=BodyState.cat([st for st, _ in fitted]).detach())
+            loss = torch.cat([x.detach() for _, x in fitted])  # [S*B]
+            term = torch.full_like(loss, float("nan")) if terms is None else torch.cat(terms)
+            result = replace(
+                result,
+                hypotheses=BodyState.cat([st for st, _ in fitted]).detach(),
+                hypothesis_scores=torch.stack([loss, term.detach()], dim=1),
+            )
         return result
 
     def warm_start(
@@ -444,5 +460,5 @@ class NBVFitter:
         fitted, evaluation = self._optimise_starts(
             starts, features, camera, free, n, cfg.warm_lr, anchors, anchor=start
         )
-        state, best_anchor = self._best_start(fitted, anchors, camera, parts)
+        state, best_anchor, _ = self._best_start(fitted, anchors, camera, parts)
         return self._finish(state, features, camera, len(starts) * n, evaluation, best_anchor)

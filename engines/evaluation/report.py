@@ -24,7 +24,9 @@ _SWEEP = re.compile(r"^warm_fit@(\d+)$")
 
 
 def _protocols(results: dict) -> list[str]:
-    return [k for k in results if k not in ("meta", "paired") and isinstance(results[k], dict)]
+    return [
+        k for k in results if k not in ("meta", "paired", "choice") and isinstance(results[k], dict)
+    ]
 
 
 def _fmt(v, digits: int) -> str:

@@ -100,6 +100,7 @@ class MethodOutput:
     states: BodyState | None = None  # [N] fitted parameters (cold fits)
     timed: np.ndarray | None = None  # [N] bool, frames counted in ms / steps (None: all)
     hypotheses: np.ndarray | None = None  # [N, S, 24, 3] joints of every cold-start hypothesis
+    hypothesis_scores: np.ndarray | None = None  # [N, S, 2] their objective and part term
 
     def subset(self, keep: np.ndarray) -> MethodOutput:  # keep: [N] bool
         """The predictions of the frames where ``keep`` is true."""
@@ -112,6 +113,7 @@ class MethodOutput:
             None if self.states is None else self.states.select(torch.as_tensor(sel)),
             None if self.timed is None else self.timed[sel],
             None if self.hypotheses is None else self.hypotheses[sel],
+            None if self.hypothesis_scores is None else self.hypothesis_scores[sel],
         )  # fmt: skip
 
 
@@ -246,18 +248,23 @@ class Evaluator:
             res = fitter.cold_start(init, feats, self.camera(K), part_logits=logits)
             ms = (time.perf_counter() - t0) * 1000.0 / len(chunk)
             hyp = self._hypothesis_joints(res.hypotheses, len(chunk))  # [b, S, 24, 3] or None
+            hs = None
+            if res.hypothesis_scores is not None:  # start-major [S*b, 2] -> [b, S, 2]
+                hs = res.hypothesis_scores.reshape(-1, len(chunk), 2).transpose(0, 1).numpy()
             for b, key in enumerate(chunk):
                 res_j[key] = (res.joints[b].numpy(), ms, res.steps, res.state.select([b]),
-                              None if hyp is None else hyp[b])  # fmt: skip
+                              None if hyp is None else hyp[b],
+                              None if hs is None else hs[b])  # fmt: skip
         outs = []
         for s, pf in enumerate(pfs):
             idx = np.arange(0, len(pf.images), every)
             r = [res_j[(s, int(t))] for t in idx]
             hyp = None if r[0][4] is None else np.stack([x[4] for x in r])
+            hs = None if r[0][5] is None else np.stack([x[5] for x in r])
             outs.append(MethodOutput(
                 np.stack([x[0] for x in r]), np.array([x[1] for x in r]),
                 np.array([x[2] for x in r], float), idx, BodyState.cat([x[3] for x in r]),
-                hypotheses=hyp,
+                hypotheses=hyp, hypothesis_scores=hs,
             ))  # fmt: skip
         return outs
 

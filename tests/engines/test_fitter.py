@@ -375,6 +375,17 @@ def test_part_score_tells_the_truth_from_its_flip_and_decides_between_hypotheses
     res = swayed.cold_start(start, feats, cam, part_logits=lying)
     go = lambda r: r.state.global_orient  # noqa: E731
     assert (go(res) - go(plain)).norm() > 1.0  # the other (flipped) hypothesis won
+    # the stored scores replay that choice: objective + part_weight x part term, start-major
+    sc = res.hypothesis_scores  # [S*B, 2]
+    assert sc.shape == (2, 2) and torch.isfinite(sc).all()
+    k = int((sc[:, 0] + 100.0 * sc[:, 1]).argmin())
+    assert k == 1 and torch.equal(res.hypotheses.select([k]).global_orient, go(res))
+    for i in range(2):  # the part term is part_score of that hypothesis
+        logp_lying = torch.log_softmax(lying, dim=1)
+        term = swayed.part_score(res.hypotheses.select([i]), cam, logp_lying)
+        torch.testing.assert_close(sc[i, 1], term[0])
+    assert torch.isnan(plain.hypothesis_scores[:, 1]).all()  # no logits: no part term
+    torch.testing.assert_close(plain.hypothesis_scores[:, 0], sc[:, 0])  # same fits
     for f, logits in (
         (NBVFitter(body, nbv, table, clutter, FitConfig(part_weight=0.0, **cfg)), lying),
         (swayed, None),

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import accuracy
@@ -39,7 +40,10 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     ])  # fmt: skip
     last = capsys.readouterr().out.strip().splitlines()[-1]
     r = json.loads(last)
-    assert set(r) == {"clean", "advocc80", "paired", "meta"}
+    assert set(r) == {"clean", "advocc80", "paired", "choice", "meta"}
+    sweep = r["choice"]["advocc80"]  # the cold fits' choice replayed on a grid
+    W, A = len(sweep["part_weight"]), len(sweep["bias"])
+    assert np.shape(sweep["mpjpe"]) == np.shape(sweep["flip_share"]) == (W, A)
     default = f"warm_fit@{FitConfig().warm_steps} - cold_fit"
     assert set(r["paired"]["advocc80"]) == {"cold_fit - regression", "cold_fit - cold_fit_plain",
                                             "cold_fit - cold_fit_no_parts", "warm_fit@1 - cold_fit",

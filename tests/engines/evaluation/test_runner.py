@@ -1,9 +1,12 @@
 """The runner end to end on a tiny untrained bundle and a short rendered sequence."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from engines.body import BodyModel
+from engines.evaluation.choice import choice_sweep, replay_choice
 from engines.evaluation.runner import (
     Evaluator,
     MethodOutput,
@@ -131,6 +134,16 @@ def test_methods_run_and_score(setup):
         np.testing.assert_allclose(
             per_sample_mpjpe(best[0].joints3d, pf.joints3d, pf.visible), np.minimum(*hyp_err)
         )
+        # the stored scores replay the cold fit's choice exactly; a huge bias keeps the
+        # regression's start on every frame
+        w = ev.fitter.config.part_weight
+        np.testing.assert_allclose(replay_choice(cold, w)[0].joints3d, cold[0].joints3d,
+                                   atol=1e-5)  # fmt: skip
+        sweep = choice_sweep(cold, [pf], part_weights=(0.0, w), biases=(0.0, 1e9))
+        assert sweep["flip_share"][0][1] == sweep["flip_share"][1][1] == 0.0
+        first = replace(cold[0], joints3d=cold[0].hypotheses[:, 0])
+        assert sweep["mpjpe"][1][1] == pytest.approx(score([first], [pf])["mpjpe"], abs=0.01)
+        assert sweep["mpjpe"][1][0] == pytest.approx(score(cold, [pf])["mpjpe"], abs=0.01)
         assert plain[0].index.tolist() == [0]
         # from the cold fit, then 1 step from the track, its flip and (unless the same) the
         # regression's orientation
