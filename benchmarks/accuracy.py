@@ -225,7 +225,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         infos = [i for pf in pfs for i in pf.info]
         keys = ("coverage", "regression_mpjpe", "n_positions")
         info[proto] = {k: float(np.mean([i[k] for i in infos])) for k in keys if k in infos[0]}
-    from engines.evaluation.features import kernel_top1_eval
+    from engines.evaluation.features import kernel_top1_eval, part_eval
 
     if not args.real_npz:  # feature quality on held-out synthetic images
         say("kernel_top1")
@@ -235,6 +235,8 @@ def run(args: argparse.Namespace, progress=None) -> dict:
         results["kernel_top1_front"] = kernel_top1_eval(
             bundle, n_img, args.seed, pool_slots=1, pool_min_weight=1e-3, split=args.split
         )
+        say("part head")
+        results["part_head"] = part_eval(bundle, n_img, args.seed, split=args.split)
     results["paired"] = paired
     results["choice"] = choice
     results["meta"] = {

@@ -1,4 +1,5 @@
-"""Quality of the learned kernel features on held-out images (``kernel_top1``).
+"""Quality of the learned kernel features (``kernel_top1``) and of the part head
+(``part_eval``) on held-out images.
 
 The fraction of visible kernels whose pooled image feature has its nearest feature-bank row
 (any orientation bin) at that kernel or one of its 1-ring neighbours. Images come from the
@@ -10,6 +11,12 @@ slots per pixel (``engines.train.step``): with M = 10 (the fitter's render, the 
 kernel is visible when its render weights sum above ``pool_min_weight`` (~340 kernels per view);
 with M = 1 (the released code's training targets) only kernels in a pixel's front slot with
 weight count (~25 per view at 48x48 maps), a small and easier subset.
+
+``part_eval`` scores the part head on the same kind of images, at the feature resolution, on
+the body's pixels: ``part_top1`` the share whose most likely part is the true one, and
+``part_lr_swap`` the share of pixels of left or right parts that the head gives the mirror
+part (``engines.mirror.MIRROR_JOINTS``). A body seen from behind shows its left and right parts
+swapped, so the swap rate is what misleads the cold start's front/back choice.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from engines.body import BodyModel
 from engines.evaluation.samples import check_eval_split
 from engines.model import ModelBundle
 
-__all__ = ["kernel_top1_eval"]
+__all__ = ["kernel_top1_eval", "part_eval"]
 
 
 @torch.no_grad()
@@ -53,3 +60,39 @@ def kernel_top1_eval(
         hits += so.top1 * so.n_visible
         total += so.n_visible
     return hits / max(total, 1)
+
+
+@torch.no_grad()
+def part_eval(
+    bundle: ModelBundle,
+    n: int = 64,
+    seed: int = 0,
+    batch: int = 16,
+    split: str = "eval",  # or "val"
+) -> dict[str, float]:
+    """``{"part_top1": ..., "part_lr_swap": ...}`` over ``n`` unoccluded held-out images."""
+    from engines.featnet import normalize_images
+    from engines.mirror import MIRROR_JOINTS
+    from engines.synth.dataset import SynthConfig, SynthDataset
+    from engines.train.trainer import collate
+
+    check_eval_split(split)
+    cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed, occlusion_prob=0.0,
+                      truncation_prob=0.0)  # fmt: skip
+    ds = SynthDataset(cfg, split)
+    mirror = torch.tensor([0, *[j + 1 for j in MIRROR_JOINTS]])  # [25] label -> mirror label
+    net = bundle.net.eval()
+    hit = swap = body_px = side_px = 0
+    for i in range(0, n, batch):
+        b = collate([ds[j] for j in range(i, min(n, i + batch))])
+        logits = net(normalize_images(b["image"]))["part_logits"]  # [B, 25, h, w]
+        stride = b["part_map"].shape[-1] // logits.shape[-1]
+        truth = b["part_map"].long()[:, stride // 2 :: stride, stride // 2 :: stride]  # [B, h, w]
+        pred = logits.argmax(1)
+        on = truth > 0
+        side = on & (mirror[truth] != truth)  # left or right parts
+        hit += int((pred == truth)[on].sum())
+        swap += int((pred == mirror[truth])[side].sum())
+        body_px += int(on.sum())
+        side_px += int(side.sum())
+    return {"part_top1": hit / max(body_px, 1), "part_lr_swap": swap / max(side_px, 1)}

@@ -25,7 +25,9 @@ _SWEEP = re.compile(r"^warm_fit@(\d+)$")
 
 def _protocols(results: dict) -> list[str]:
     return [
-        k for k in results if k not in ("meta", "paired", "choice") and isinstance(results[k], dict)
+        k
+        for k in results
+        if k not in ("meta", "paired", "choice", "part_head") and isinstance(results[k], dict)
     ]
 
 

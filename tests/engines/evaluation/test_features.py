@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from engines.body import BodyModel
-from engines.evaluation.features import kernel_top1_eval
+from engines.evaluation.features import kernel_top1_eval, part_eval
 
 from ._helpers import tiny_bundle
 
@@ -27,3 +28,32 @@ def test_kernel_top1_is_a_fraction_and_rewards_matching_bank_rows():
     with torch.no_grad():
         step(bundle.net, body, nbv, bundle.bank, batch, RegressionWeights(), update_bank=True)
     assert kernel_top1_eval(bundle, n=4, batch=4) > low
+
+
+def test_part_eval_counts_hits_and_left_right_swaps():
+    """A part head rigged to say "left hip" everywhere hits the left hip's pixels and swaps
+    the right hip's: both shares follow from the images' true part maps."""
+    from engines.synth.dataset import SynthConfig, SynthDataset
+
+    bundle = tiny_bundle(BodyModel.default())
+    head = bundle.net.part_head
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        head.bias[2] = 10.0  # label 2 = SMPL joint 1 (left hip); its mirror is label 3
+    r = part_eval(bundle, n=4, batch=2)
+    cfg = SynthConfig(crop_size=bundle.net.config.input_size, occlusion_prob=0.0,
+                      truncation_prob=0.0)  # fmt: skip
+    ds = SynthDataset(cfg, "eval")
+    stride = 4
+    truth = torch.stack([torch.as_tensor(ds[i]["part_map"]) for i in range(4)]).long()
+    truth = truth[:, stride // 2 :: stride, stride // 2 :: stride]
+    on = truth > 0
+    centre = (truth == 1) | (truth == 4) | (truth == 7) | (truth == 10) | (truth == 13)
+    centre |= truth == 16  # pelvis, spines, neck, head: their own mirrors
+    side = on & ~centre
+    assert r["part_top1"] == pytest.approx(float((truth == 2).sum() / on.sum()))
+    assert r["part_lr_swap"] == pytest.approx(float((truth == 3).sum() / side.sum()))
+    assert 0 < r["part_lr_swap"] < 1
+    with pytest.raises(ValueError):
+        part_eval(bundle, n=2, split="train")
