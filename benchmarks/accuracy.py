@@ -27,7 +27,9 @@ frame by frame on the cold-fitted frames (``engines.evaluation.stats``: the mean
 95% two-stage bootstrap interval over sequences and their frames, the share of frames where A is
 better). "choice" (a diagnostic, ``engines.evaluation.choice``): per protocol, cold_fit's MPJPE
 with its choice between hypotheses replayed on a grid of part weights and biases towards the
-regression's start, for choosing ``FitConfig.part_weight`` on ``--split val``.
+regression's start, for choosing ``FitConfig.part_weight`` on ``--split val``. Synthetic data
+also gives ``kernel_top1`` (and ``kernel_top1_front``, the released code's target set) and
+"part_head" (``part_top1``, ``part_lr_swap``: ``engines.evaluation.features``).
 The full run renders 20 sequences of 8 frames (four per holdout take), cold-fits every
 ``--cold-every`` 2nd frame (frame 0 included; a cold fit is 240 steps per frame, the bulk of the
 run time), warm-fits every frame (batched across sequences) and searches the full AdvOcc grid.
