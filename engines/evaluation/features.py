@@ -69,16 +69,18 @@ def part_eval(
     seed: int = 0,
     batch: int = 16,
     split: str = "eval",  # or "val"
+    occlusion_prob: float = 0.0,  # share of images with the training data's occluders
 ) -> dict[str, float]:
-    """``{"part_top1": ..., "part_lr_swap": ...}`` over ``n`` unoccluded held-out images."""
+    """``{"part_top1": ..., "part_lr_swap": ...}`` over ``n`` held-out images (unoccluded by
+    default), on the body's pixels that no occluder covers."""
     from engines.featnet import normalize_images
     from engines.mirror import MIRROR_JOINTS
     from engines.synth.dataset import SynthConfig, SynthDataset
     from engines.train.trainer import collate
 
     check_eval_split(split)
-    cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed, occlusion_prob=0.0,
-                      truncation_prob=0.0)  # fmt: skip
+    cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed,
+                      occlusion_prob=occlusion_prob, truncation_prob=0.0)  # fmt: skip
     ds = SynthDataset(cfg, split)
     mirror = torch.tensor([0, *[j + 1 for j in MIRROR_JOINTS]])  # [25] label -> mirror label
     net = bundle.net.eval()
@@ -89,7 +91,8 @@ def part_eval(
         stride = b["part_map"].shape[-1] // logits.shape[-1]
         truth = b["part_map"].long()[:, stride // 2 :: stride, stride // 2 :: stride]  # [B, h, w]
         pred = logits.argmax(1)
-        on = truth > 0
+        hidden = b["occluder_mask"].bool()[:, stride // 2 :: stride, stride // 2 :: stride]
+        on = (truth > 0) & ~hidden
         side = on & (mirror[truth] != truth)  # left or right parts
         hit += int((pred == truth)[on].sum())
         swap += int((pred == mirror[truth])[side].sum())

@@ -55,5 +55,18 @@ def test_part_eval_counts_hits_and_left_right_swaps():
     assert r["part_top1"] == pytest.approx(float((truth == 2).sum() / on.sum()))
     assert r["part_lr_swap"] == pytest.approx(float((truth == 3).sum() / side.sum()))
     assert 0 < r["part_lr_swap"] < 1
+    # with occluders: only the body pixels no occluder covers count
+    r = part_eval(bundle, n=4, batch=2, occlusion_prob=1.0)
+    cfg = SynthConfig(crop_size=bundle.net.config.input_size, occlusion_prob=1.0,
+                      truncation_prob=0.0)  # fmt: skip
+    ds = SynthDataset(cfg, "eval")
+    items = [ds[i] for i in range(4)]
+    truth = torch.stack([torch.as_tensor(x["part_map"]) for x in items]).long()
+    hidden = torch.stack([torch.as_tensor(x["occluder_mask"]) for x in items]).bool()
+    sub = (slice(None), slice(stride // 2, None, stride), slice(stride // 2, None, stride))
+    truth, hidden = truth[sub], hidden[sub]
+    assert hidden.any()
+    on = (truth > 0) & ~hidden
+    assert r["part_top1"] == pytest.approx(float(((truth == 2) & on).sum() / on.sum()))
     with pytest.raises(ValueError):
         part_eval(bundle, n=2, split="train")
