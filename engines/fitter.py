@@ -285,17 +285,24 @@ class NBVFitter:
                for i in range(S)]  # fmt: skip
         return out, None
 
-    def _hypothesis_score(
+    def _part_term(
         self,
         state: BodyState,
-        loss: torch.Tensor,  # [B] its objective
         camera: Camera,
-        parts: torch.Tensor | None,  # [B, P, H, W] part log-probabilities (None: loss alone)
-    ) -> torch.Tensor:  # -> [B] what hypotheses are compared on
-        """``loss`` + ``part_weight`` x :meth:`part_score` (``loss`` alone without ``parts``)."""
+        parts: torch.Tensor | None,  # [B, P, H, W] part log-probabilities
+    ) -> torch.Tensor | None:  # -> [B] :meth:`part_score` (None without ``parts``)
         if parts is None:
-            return loss
-        return loss + self.config.part_weight * self.part_score(state, camera, parts)
+            return None
+        with torch.no_grad():
+            return self.part_score(state, camera, parts)
+
+    def _hypothesis_score(
+        self,
+        loss: torch.Tensor,  # [B] a hypothesis's objective
+        term: torch.Tensor | None,  # [B] its :meth:`_part_term` (None: loss alone)
+    ) -> torch.Tensor:  # -> [B] what hypotheses are compared on
+        """``loss`` + ``part_weight`` x part term (``loss`` alone without one)."""
+        return loss if term is None else loss + self.config.part_weight * term
 
     def _best_start(
         self,
@@ -310,13 +317,8 @@ class NBVFitter:
         (best, _), best_anchor = fitted[0], anchors[0]
         if len(fitted) == 1:
             return best, best_anchor, None
-        terms = None
-        if parts is not None:
-            with torch.no_grad():
-                terms = [self.part_score(st, camera, parts) for st, _ in fitted]
-        w = self.config.part_weight
-        scores = [loss if terms is None else loss + w * terms[i]
-                  for i, (_, loss) in enumerate(fitted)]  # fmt: skip
+        terms = [self._part_term(st, camera, parts) for st, _ in fitted]
+        scores = [self._hypothesis_score(loss, t) for (_, loss), t in zip(fitted, terms)]
         best_score = scores[0]
         for (state, _), score, anchor in zip(fitted[1:], scores[1:], anchors[1:], strict=True):
             better = score < best_score
@@ -324,7 +326,7 @@ class NBVFitter:
             best_score = torch.where(better, score, best_score)
             if anchor is not None:
                 best_anchor = torch.where(better[:, None], anchor, best_anchor)
-        return best, best_anchor, terms
+        return best, best_anchor, None if parts is None else terms
 
     def _finish(
         self,
@@ -380,7 +382,7 @@ class NBVFitter:
             starts, features, camera, ("global_orient", "transl"), cfg.stage1_steps, cfg.lr,
             pose_anchors=[s.body_pose for s in starts],
         )  # fmt: skip
-        stage1 = [(s1, self._hypothesis_score(s1, loss, camera, choice_parts)
+        stage1 = [(s1, self._hypothesis_score(loss, self._part_term(s1, camera, choice_parts))
                    if cfg.stage2_hypotheses else None, s.body_pose)
                   for (s1, loss), s in zip(fitted, starts, strict=True)]  # fmt: skip
         keep = len(starts)
@@ -408,7 +410,7 @@ class NBVFitter:
             result = replace(
                 result,
                 hypotheses=BodyState.cat([st for st, _ in fitted]).detach(),
-                hypothesis_scores=torch.stack([loss, term.detach()], dim=1),
+                hypothesis_scores=torch.stack([loss, term], dim=1),
             )
         return result
 

@@ -13,11 +13,28 @@ already chose with the configured weight, and the replay only redoes the final c
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from .runner import MethodOutput, ProtocolFrames, score
+
+
+def _choice(o: MethodOutput, part_weight: float, bias: float) -> np.ndarray:  # -> [N]
+    """Per frame, the hypothesis with the lowest objective + ``part_weight`` x part term
+    (+ ``bias`` for every start but the first)."""
+    if o.hypotheses is None or o.hypothesis_scores is None:
+        raise ValueError("replay_choice needs cold fits with several scored hypotheses")
+    sc = np.asarray(o.hypothesis_scores, np.float64)  # [N, S, 2]
+    if sc.ndim != 3 or sc.shape[:2] != o.hypotheses.shape[:2] or sc.shape[2] != 2:
+        raise ValueError(
+            f"hypothesis_scores must be [N, S, 2] = {(*o.hypotheses.shape[:2], 2)}, got {sc.shape}"
+        )
+    total = sc[..., 0].copy()  # [N, S]
+    if part_weight != 0.0:
+        if np.isnan(sc[..., 1]).any():
+            raise ValueError("these fits have no part terms (run with the part head)")
+        total += part_weight * sc[..., 1]
+    total[:, 1:] += bias
+    return np.argmin(total, axis=1)
 
 
 def replay_choice(
@@ -25,26 +42,7 @@ def replay_choice(
 ) -> list[MethodOutput]:
     """The cold fits with each frame's hypothesis chosen by objective + ``part_weight`` x part
     term (+ ``bias`` for every start but the first)."""
-    out = []
-    for o in outputs:
-        if o.hypotheses is None or o.hypothesis_scores is None:
-            raise ValueError("replay_choice needs cold fits with several scored hypotheses")
-        sc = np.asarray(o.hypothesis_scores, np.float64)  # [N, S, 2]
-        if sc.ndim != 3 or sc.shape[:2] != o.hypotheses.shape[:2] or sc.shape[2] != 2:
-            raise ValueError(
-                f"hypothesis_scores must be [N, S, 2] = {(*o.hypotheses.shape[:2], 2)}, "
-                f"got {sc.shape}"
-            )
-        total = sc[..., 0].copy()  # [N, S]
-        if part_weight != 0.0:
-            if np.isnan(sc[..., 1]).any():
-                raise ValueError("these fits have no part terms (run with the part head)")
-            total += part_weight * sc[..., 1]
-        total[:, 1:] += bias
-        best = np.argmin(total, axis=1)
-        N = len(best)
-        out.append(replace(o, joints3d=o.hypotheses[np.arange(N), best], states=None))
-    return out
+    return [o.choose(_choice(o, part_weight, bias)) for o in outputs]
 
 
 def choice_sweep(
@@ -62,15 +60,11 @@ def choice_sweep(
     for w in part_weights:
         row_mp, row_pa, row_sh = [], [], []
         for b in biases:
-            chosen = replay_choice(outputs, w, b)
-            s = score(chosen, frames)
+            best = [_choice(o, w, b) for o in outputs]  # [N] per sequence
+            s = score([o.choose(k) for o, k in zip(outputs, best, strict=True)], frames)
             row_mp.append(round(s["mpjpe"], 2))
             row_pa.append(round(s["pa_mpjpe"], 2))
-            first = np.concatenate(
-                [np.all(c.joints3d == o.hypotheses[:, 0], axis=(1, 2)) for c, o in
-                 zip(chosen, outputs, strict=True)]
-            )  # fmt: skip
-            row_sh.append(round(float(1.0 - first.mean()), 3))
+            row_sh.append(round(float(np.mean(np.concatenate(best) > 0)), 3))
         mp.append(row_mp)
         pa.append(row_pa)
         share.append(row_sh)

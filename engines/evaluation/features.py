@@ -30,6 +30,22 @@ from engines.model import ModelBundle
 __all__ = ["kernel_top1_eval", "part_eval"]
 
 
+def _heldout_batches(
+    bundle: ModelBundle, n: int, seed: int, batch: int, split: str, occlusion_prob: float = 0.0
+):
+    """``n`` held-out synthetic samples of the bundle's crop size, collated ``batch`` at a time
+    (no truncation; occluders on a share ``occlusion_prob`` of them)."""
+    from engines.synth.dataset import SynthConfig, SynthDataset
+    from engines.train.trainer import collate
+
+    check_eval_split(split)
+    cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed,
+                      occlusion_prob=occlusion_prob, truncation_prob=0.0)  # fmt: skip
+    ds = SynthDataset(cfg, split)
+    for i in range(0, n, batch):
+        yield collate([ds[j] for j in range(i, min(n, i + batch))])
+
+
 @torch.no_grad()
 def kernel_top1_eval(
     bundle: ModelBundle,
@@ -40,20 +56,13 @@ def kernel_top1_eval(
     pool_min_weight: float = 0.1,
     split: str = "eval",  # or "val" (the validation takes: for choosing settings)
 ) -> float:
-    from engines.synth.dataset import SynthConfig, SynthDataset
     from engines.train.regression import RegressionWeights
     from engines.train.step import step
-    from engines.train.trainer import collate
 
     body = BodyModel.default()
     nbv = bundle.build_nbv(body)
-    cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed, occlusion_prob=0.0,
-                      truncation_prob=0.0)  # fmt: skip
-    check_eval_split(split)
-    ds = SynthDataset(cfg, split)
     hits, total = 0.0, 0
-    for i in range(0, n, batch):
-        b = collate([ds[j] for j in range(i, min(n, i + batch))])
+    for b in _heldout_batches(bundle, n, seed, batch, split):
         so = step(bundle.net.eval(), body, nbv, bundle.bank, b, RegressionWeights(),
                   update_bank=False, pool_slots=pool_slots,
                   pool_min_weight=pool_min_weight)  # fmt: skip
@@ -75,23 +84,17 @@ def part_eval(
     default), on the body's pixels that no occluder covers."""
     from engines.featnet import normalize_images
     from engines.mirror import MIRROR_JOINTS
-    from engines.synth.dataset import SynthConfig, SynthDataset
-    from engines.train.trainer import collate
+    from engines.train.step import downsample_labels
 
-    check_eval_split(split)
-    cfg = SynthConfig(crop_size=bundle.net.config.input_size, seed=seed,
-                      occlusion_prob=occlusion_prob, truncation_prob=0.0)  # fmt: skip
-    ds = SynthDataset(cfg, split)
     mirror = torch.tensor([0, *[j + 1 for j in MIRROR_JOINTS]])  # [25] label -> mirror label
     net = bundle.net.eval()
     hit = swap = body_px = side_px = 0
-    for i in range(0, n, batch):
-        b = collate([ds[j] for j in range(i, min(n, i + batch))])
+    for b in _heldout_batches(bundle, n, seed, batch, split, occlusion_prob):
         logits = net(normalize_images(b["image"]))["part_logits"]  # [B, 25, h, w]
         stride = b["part_map"].shape[-1] // logits.shape[-1]
-        truth = b["part_map"].long()[:, stride // 2 :: stride, stride // 2 :: stride]  # [B, h, w]
+        truth = downsample_labels(b["part_map"].long(), stride)  # [B, h, w]
+        hidden = downsample_labels(b["occluder_mask"].bool(), stride)
         pred = logits.argmax(1)
-        hidden = b["occluder_mask"].bool()[:, stride // 2 :: stride, stride // 2 :: stride]
         on = (truth > 0) & ~hidden
         side = on & (mirror[truth] != truth)  # left or right parts
         hit += int((pred == truth)[on].sum())

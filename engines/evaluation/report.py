@@ -9,6 +9,8 @@ import math
 import re
 from pathlib import Path
 
+from engines.evaluation.protocols import PROTOCOLS
+
 __all__ = ["markdown_table", "plot", "warm_sweep"]
 
 _COLUMNS = (
@@ -24,11 +26,7 @@ _SWEEP = re.compile(r"^warm_fit@(\d+)$")
 
 
 def _protocols(results: dict) -> list[str]:
-    return [
-        k
-        for k in results
-        if k not in ("meta", "paired", "choice", "part_head") and isinstance(results[k], dict)
-    ]
+    return [k for k in results if k in PROTOCOLS]
 
 
 def _fmt(v, digits: int) -> str:

@@ -102,6 +102,13 @@ class MethodOutput:
     hypotheses: np.ndarray | None = None  # [N, S, 24, 3] joints of every cold-start hypothesis
     hypothesis_scores: np.ndarray | None = None  # [N, S, 2] their objective and part term
 
+    def choose(self, best: np.ndarray) -> MethodOutput:  # best: [N] hypothesis per frame
+        """These frames with hypothesis ``best[n]`` as frame n's prediction (no states)."""
+        if self.hypotheses is None:
+            raise ValueError("choose needs cold fits with several hypotheses")
+        N = len(self.index)
+        return replace(self, joints3d=self.hypotheses[np.arange(N), best], states=None)
+
     def subset(self, keep: np.ndarray) -> MethodOutput:  # keep: [N] bool
         """The predictions of the frames where ``keep`` is true."""
         keep = np.asarray(keep, bool)
@@ -427,11 +434,11 @@ def oracle(outputs: list[MethodOutput], frames: list[ProtocolFrames]) -> list[Me
     for o, f in zip(outputs, frames):
         if o.hypotheses is None:
             raise ValueError("oracle needs cold fits with several hypotheses")
-        N, S = o.hypotheses.shape[:2]
+        S = o.hypotheses.shape[1]
         err = np.stack([per_sample_mpjpe(o.hypotheses[:, k], f.joints3d[o.index],
                                          f.visible[o.index]) for k in range(S)], 1)  # fmt: skip
         best = np.argmin(np.where(np.isnan(err), np.inf, err), axis=1)
-        out.append(replace(o, joints3d=o.hypotheses[np.arange(N), best], states=None))
+        out.append(o.choose(best))
     return out
 
 

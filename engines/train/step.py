@@ -22,7 +22,14 @@ from engines.skinning import lbs
 from engines.train.contrastive import FeatureBank, background_push, info_nce, kernel_top1
 from engines.train.regression import RegressionWeights, regression_losses
 
-__all__ = ["BATCH_KEYS", "StepOutputs", "body_joints_from_rotmats", "feature_camera", "step"]
+__all__ = [
+    "BATCH_KEYS",
+    "StepOutputs",
+    "body_joints_from_rotmats",
+    "downsample_labels",
+    "feature_camera",
+    "step",
+]
 
 #: Keys (and per-sample shapes) a training batch must have.
 BATCH_KEYS = {
@@ -77,7 +84,8 @@ def body_joints_from_rotmats(
     return out.joints
 
 
-def _downsample_labels(x: torch.Tensor, stride: int) -> torch.Tensor:  # [B, S, S] -> [B, h, w]
+def downsample_labels(x: torch.Tensor, stride: int) -> torch.Tensor:  # [B, S, S] -> [B, h, w]
+    """Per-pixel labels at the stride-``stride`` feature map's pixel centres."""
     return x[:, stride // 2 :: stride, stride // 2 :: stride]
 
 
@@ -156,7 +164,7 @@ def step(
             batch["betas"].float(), batch["transl"].float(),
         )  # fmt: skip
         r = render(centres, feature_camera(K, stride, S), M=pool_slots)
-        occ = _downsample_labels(batch["occluder_mask"].bool(), stride)  # [B, h, w]
+        occ = downsample_labels(batch["occluder_mask"].bool(), stride)  # [B, h, w]
         r.weights = r.weights * (~occ)[..., None]
         bins = nbv.orientation_labels(joints)  # [B, K]
         background = ~r.mask | occ  # [B, h, w]
@@ -198,7 +206,7 @@ def step(
     reg = regression_losses(
         pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, batch["betas"].float(),
         batch["joints3d"].float(), batch["joints2d"].float(), K, S, weights,
-        out["part_logits"], _downsample_labels(batch["part_map"].long(), stride),
+        out["part_logits"], downsample_labels(batch["part_map"].long(), stride),
         body_joints=body_joints,
     )  # fmt: skip
     total = contrastive_weight * loss_con + background_weight * loss_bg + reg["total"]
