@@ -80,3 +80,10 @@ def test_quick_run_on_the_validation_split(tmp_path, capsys):
     assert r["clean"]["regression_flip"]["pa_mpjpe"] != r["clean"]["regression"]["pa_mpjpe"]
     with pytest.raises(SystemExit):
         accuracy.parse_args(["--split", "train"])
+
+
+def test_unknown_protocol_is_rejected_before_any_work(tmp_path):
+    model = tiny_bundle(BodyModel.default()).save(tmp_path / "m.safetensors")
+    args = accuracy.parse_args(["--quick", "--model", str(model), "--protocols", "clean,occ9"])
+    with pytest.raises(SystemExit, match=r"unknown protocol.*occ9"):
+        accuracy.run(args)
