@@ -27,7 +27,9 @@ frame by frame on the cold-fitted frames (``engines.evaluation.stats``: the mean
 95% two-stage bootstrap interval over sequences and their frames, the share of frames where A is
 better). "choice" (a diagnostic, ``engines.evaluation.choice``): per protocol, cold_fit's MPJPE
 with its choice between hypotheses replayed on a grid of part weights and biases towards the
-regression's start, for choosing ``FitConfig.part_weight`` on ``--split val``. Synthetic data
+regression's start, for choosing ``FitConfig.part_weight`` on ``--split val``, and under
+"accuracy" which cue keeps the best hypothesis on the frames where the choice matters
+(``choice_accuracy``). Synthetic data
 also gives ``kernel_top1`` (and ``kernel_top1_front``, the released code's target set) and
 "part_head" (``part_top1``, ``part_lr_swap``: ``engines.evaluation.features``).
 The full run renders 20 sequences of 8 frames (four per holdout take), cold-fits every
@@ -135,7 +137,7 @@ def load_bundle(path: str | None):
 
 def run(args: argparse.Namespace, progress=None) -> dict:
     """The whole benchmark; ``progress(str)`` is told what happens (a progress bar)."""
-    from engines.evaluation.choice import choice_sweep
+    from engines.evaluation.choice import choice_accuracy, choice_sweep
     from engines.evaluation.protocols import PROTOCOLS
     from engines.evaluation.runner import Evaluator, build_protocol, oracle, score
     from engines.evaluation.samples import synthetic_sequences
@@ -197,6 +199,7 @@ def run(args: argparse.Namespace, progress=None) -> dict:
             r["cold_fit_oracle"] = score(oracle(cold, pfs), pfs)
         if all(o.hypothesis_scores is not None for o in cold):  # diagnostic: other weights
             choice[proto] = choice_sweep(cold, pfs)
+            choice[proto]["accuracy"] = choice_accuracy(cold, pfs, fit_cfg.part_weight)
         at_cold = [o.subset(o.index % args.cold_every == 0) for o in reg_out]
         if args.cold_every > 1:  # the regression on the cold-fit frames: a like-for-like row
             r["regression@cold"] = score(at_cold, pfs)

@@ -9,13 +9,17 @@ cold fit that weight would give, without fitting again. ``bias`` adds a fixed am
 score of every start but the first (the regression's): a positive bias keeps the regression's
 facing unless another start is better by more than that. With ``stage2_hypotheses > 0`` stage 1
 already chose with the configured weight, and the replay only redoes the final choice.
+
+:func:`choice_accuracy` says which cue picks the right hypothesis on the frames where the
+choice matters (the hypotheses' errors differ by more than a margin), and how often every cue
+points the same wrong way (then no weighting of them can choose better).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .runner import MethodOutput, ProtocolFrames, score
+from .runner import MethodOutput, ProtocolFrames, hypothesis_errors, score
 
 
 def _choice(o: MethodOutput, part_weight: float, bias: float) -> np.ndarray:  # -> [N]
@@ -70,3 +74,50 @@ def choice_sweep(
         share.append(row_sh)
     res.update(mpjpe=mp, pa_mpjpe=pa, flip_share=share)
     return res
+
+
+def choice_accuracy(
+    outputs: list[MethodOutput],
+    frames: list[ProtocolFrames],
+    part_weight: float,
+    margin_mm: float = 50.0,
+) -> dict:
+    """Which cue keeps the best hypothesis (nearest the ground truth, as ``oracle``) on the
+    "decisive" frames, those whose best and worst hypotheses differ by more than ``margin_mm``
+    of root-aligned MPJPE. Shares of the decisive frames:
+
+    - ``chosen``: the cold fit's choice (objective + ``part_weight`` x part term) is the best;
+    - ``objective`` / ``part``: the objective alone / the part term alone picks the best;
+    - ``neither``: the objective and the part term both pick a worse hypothesis;
+    - ``first``: the first start (the regression's facing) is the best.
+
+    ``part`` and ``neither`` are None without part terms (fits without the part head)."""
+    if len(outputs) != len(frames):
+        raise ValueError("choice_accuracy needs one MethodOutput per ProtocolFrames")
+    picks = [_choice(o, 0.0, 0.0) for o in outputs]  # objective alone (checks the scores)
+    has_parts = not any(np.isnan(o.hypothesis_scores[..., 1]).any() for o in outputs)
+    best, chosen, obj, part = [], [], [], []
+    for o, f, obj_pick in zip(outputs, frames, picks, strict=True):
+        err = hypothesis_errors(o, f)  # [N, S]
+        e = np.nan_to_num(err)  # (frames with a NaN error are left out)
+        keep = np.isfinite(err).all(1) & (np.ptp(e, axis=1) > margin_mm)
+        best.append(np.argmin(e, 1)[keep])
+        chosen.append(_choice(o, part_weight if has_parts else 0.0, 0.0)[keep])
+        obj.append(obj_pick[keep])
+        part.append(np.argmin(np.nan_to_num(o.hypothesis_scores[..., 1]), 1)[keep])
+    best, chosen, obj, part = (np.concatenate(x) for x in (best, chosen, obj, part))
+    n = len(best)
+
+    def share(hit: np.ndarray) -> float | None:
+        return round(float(np.mean(hit)), 3) if n else None
+
+    return {
+        "margin_mm": float(margin_mm),
+        "frames": int(sum(len(o.index) for o in outputs)),
+        "decisive": n,
+        "chosen": share(chosen == best),
+        "objective": share(obj == best),
+        "part": share(part == best) if has_parts else None,
+        "neither": share((obj != best) & (part != best)) if has_parts else None,
+        "first": share(best == 0),
+    }

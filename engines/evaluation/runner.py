@@ -60,6 +60,7 @@ __all__ = [
     "ProtocolFrames",
     "Regression",
     "build_protocol",
+    "hypothesis_errors",
     "per_sample_mpjpe",
     "project",
     "score",
@@ -432,14 +433,19 @@ def oracle(outputs: list[MethodOutput], frames: list[ProtocolFrames]) -> list[Me
         raise ValueError("oracle needs one MethodOutput per ProtocolFrames")
     out = []
     for o, f in zip(outputs, frames):
-        if o.hypotheses is None:
-            raise ValueError("oracle needs cold fits with several hypotheses")
-        S = o.hypotheses.shape[1]
-        err = np.stack([per_sample_mpjpe(o.hypotheses[:, k], f.joints3d[o.index],
-                                         f.visible[o.index]) for k in range(S)], 1)  # fmt: skip
-        best = np.argmin(np.where(np.isnan(err), np.inf, err), axis=1)
-        out.append(o.choose(best))
+        err = hypothesis_errors(o, f)
+        out.append(o.choose(np.argmin(np.where(np.isnan(err), np.inf, err), axis=1)))
     return out
+
+
+def hypothesis_errors(o: MethodOutput, f: ProtocolFrames) -> np.ndarray:  # -> [N, S] mm
+    """Root-aligned MPJPE (:func:`per_sample_mpjpe`) of every hypothesis of a cold fit's frames
+    against the ground truth (NaN: no visible joint)."""
+    if o.hypotheses is None:
+        raise ValueError("oracle needs cold fits with several hypotheses")
+    S = o.hypotheses.shape[1]
+    gt, vis = f.joints3d[o.index], f.visible[o.index]
+    return np.stack([per_sample_mpjpe(o.hypotheses[:, k], gt, vis) for k in range(S)], 1)
 
 
 def score(outputs: list[MethodOutput], frames: list[ProtocolFrames]) -> dict[str, float]:

@@ -44,6 +44,8 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     sweep = r["choice"]["advocc80"]  # the cold fits' choice replayed on a grid
     W, A = len(sweep["part_weight"]), len(sweep["bias"])
     assert np.shape(sweep["mpjpe"]) == np.shape(sweep["flip_share"]) == (W, A)
+    acc = sweep["accuracy"]  # which cue keeps the best hypothesis where the choice matters
+    assert acc["frames"] == r["advocc80"]["cold_fit"]["frames"] >= acc["decisive"]
     default = f"warm_fit@{FitConfig().warm_steps} - cold_fit"
     assert set(r["paired"]["advocc80"]) == {"cold_fit - regression", "cold_fit - cold_fit_plain",
                                             "cold_fit - cold_fit_no_parts", "warm_fit@1 - cold_fit",
