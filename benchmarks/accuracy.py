@@ -11,9 +11,10 @@ held-out textures and backgrounds), or a real SPIN/mmhuman3d-style ``.npz``
 position, so in video the patch jumps from frame to frame). Methods and timing:
 ``engines.evaluation.runner`` (regression, cold_fit, cold_fit_plain on advocc80 (the plain
 likelihood), cold_fit_no_parts on advocc80 (hypotheses chosen without the part head), warm_fit at
-``FitConfig.warm_steps`` and warm_fit@n for every ``--warm-steps`` n). ``regression@cold`` is
-the regression scored on the cold-fit frames only (like for like with cold_fit when
-``--cold-every`` > 1). ``cold_fit_oracle`` is a diagnostic, not a method: per frame the cold
+``FitConfig.warm_steps`` and warm_fit@n for every ``--warm-steps`` n). ``regression@cold`` and
+``warm_fit@cold`` are the regression and warm_fit scored on the cold-fit frames only (like for
+like with cold_fit when ``--cold-every`` > 1; warm_fit and regression score every frame).
+``cold_fit_oracle`` is a diagnostic, not a method: per frame the cold
 fit's hypothesis (its start or the front/back flip) nearest the ground truth, so its distance
 to cold_fit is what the choice between them costs. ``regression_flip`` is the head flip
 test-time averaged (``engines.mirror``) on the same images (under AdvOcc the patch is the plain
@@ -223,6 +224,8 @@ def run(args: argparse.Namespace, progress=None) -> dict:
             sweep[n] = score(warm, pfs)
             on_cold = [o.subset(o.index % args.cold_every == 0) for o in warm]
             pair[f"warm_fit@{n} - cold_fit"] = paired_difference(on_cold, cold, pfs)
+            if n == fit_cfg.warm_steps and args.cold_every > 1:  # like for like with cold_fit
+                r["warm_fit@cold"] = score(on_cold, pfs)
         paired[proto] = pair
         r["warm_fit"] = sweep[fit_cfg.warm_steps]
         r.update({f"warm_fit@{n}": sweep[n] for n in args.warm_steps})

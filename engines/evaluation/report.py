@@ -76,7 +76,7 @@ def plot(results: dict, path: str | Path, metric: str = "mpjpe") -> Path:
 
     protos = _protocols(results)
     order = ("mean_pose", "regression", "regression@cold", "cold_fit", "cold_fit_plain",
-             "cold_fit_no_parts", "cold_fit_oracle", "warm_fit")  # fmt: skip
+             "cold_fit_no_parts", "cold_fit_oracle", "warm_fit", "warm_fit@cold")  # fmt: skip
     methods = [m for m in order if any(m in results[p] for p in protos)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / max(1, len(methods))

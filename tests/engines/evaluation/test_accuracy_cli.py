@@ -69,11 +69,16 @@ def test_quick_run_on_the_validation_split(tmp_path, capsys):
     model = tiny_bundle(BodyModel.default()).save(tmp_path / "m.safetensors")
     argv = [
         "--quick", "--model", str(model), "--split", "val", "--protocols", "clean",
-        "--frames", "2", "--fit-scale", "0.05", "--warm-steps", "1",
+        "--frames", "2", "--fit-scale", "0.05", "--warm-steps", "1", "--cold-every", "2",
     ]  # fmt: skip
     r = accuracy.run(accuracy.parse_args(argv))
     assert r["meta"]["data"]["synthetic"] == "val split (validation takes)"
     assert r["clean"]["regression"]["frames"] == 2 and 0 <= r["kernel_top1"] <= 1
+    # like-for-like rows on the cold-fitted frames (frame 0: the warm fit's shared cold start)
+    c = r["clean"]
+    assert c["regression@cold"]["frames"] == c["warm_fit@cold"]["frames"] == 1
+    assert c["warm_fit"]["frames"] == 2
+    assert c["warm_fit@cold"]["mpjpe"] == pytest.approx(c["cold_fit"]["mpjpe"])
     # --regression-flip: the flip-averaged head is every method's regression (its row above)
     flip = accuracy.run(accuracy.parse_args([*argv, "--regression-flip"]))
     assert "regression_flip" not in flip["clean"] and flip["meta"]["regression_flip"]
