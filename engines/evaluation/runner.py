@@ -442,7 +442,7 @@ def hypothesis_errors(o: MethodOutput, f: ProtocolFrames) -> np.ndarray:  # -> [
     """Root-aligned MPJPE (:func:`per_sample_mpjpe`) of every hypothesis of a cold fit's frames
     against the ground truth (NaN: no visible joint)."""
     if o.hypotheses is None:
-        raise ValueError("oracle needs cold fits with several hypotheses")
+        raise ValueError("hypothesis errors need cold fits with several hypotheses")
     S = o.hypotheses.shape[1]
     gt, vis = f.joints3d[o.index], f.visible[o.index]
     return np.stack([per_sample_mpjpe(o.hypotheses[:, k], gt, vis) for k in range(S)], 1)
