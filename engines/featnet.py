@@ -18,7 +18,8 @@ normalised), a 1x1 conv the 25 part logits; each of the 24 part channels is a sp
 that pools the stride-4 map (PARE's KeypointAttention); a per-joint linear map gives the 6D
 rotation (plus, with ``pose_mlp`` > 0, a residual MLP over all 24 pooled features, which gives
 every joint the whole body's context); a 1x1 conv to ``smpl_channels`` pooled by the same
-attention, flattened, feeds two MLPs (betas, camera). Final layers start near zero with biases
+attention (applied after pooling, ``FeatureNet.regress``), flattened, feeds two MLPs (betas,
+camera). Final layers start near zero with biases
 at a sensible default: every joint at identity except the global orient at R_x(pi) (upright,
 facing the camera, docs/conventions.md), betas 0, camera [0.9, 0, 0].
 
@@ -278,6 +279,15 @@ class FeatureNet(nn.Module):
         return self.config.input_size
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # x: [B, 3, S, S]
+        features, part_logits, pooled = self.pool(x)
+        return {"features": features, "part_logits": part_logits, **self.regress(pooled)}
+
+    def pool(
+        self,
+        x: torch.Tensor,  # [B, 3, S, S]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features ``[B, D, h, w]``, part logits ``[B, 25, h, w]`` and the head's input: the
+        stride-4 map pooled by each part's spatial softmax, ``[B, 24, C]``."""
         S = self.config.input_size
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != S or x.shape[3] != S:
             raise ValueError(f"x must be [B, 3, {S}, {S}], got {tuple(x.shape)}")
@@ -290,18 +300,21 @@ class FeatureNet(nn.Module):
         part_logits = self.part_head(y)  # [B, 25, h, w]
         attn = torch.softmax(part_logits[:, 1:].flatten(2), dim=-1)  # [B, 24, P]
         pooled = torch.bmm(attn, y.flatten(2).transpose(1, 2))  # [B, 24, C]
+        return features, part_logits, pooled
+
+    def regress(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:  # pooled: [B, 24, C]
+        """``pose6d``, ``betas`` and ``cam`` from the part-pooled map alone. The 1x1
+        ``smpl_proj`` is applied after pooling: it is linear and each attention map sums to
+        1, so this equals pooling its output map (and costs 24 vectors, not h * w pixels)."""
+        c = self.config.head_channels
+        if pooled.ndim != 3 or pooled.shape[1] != NUM_JOINTS or pooled.shape[2] != c:
+            raise ValueError(f"pooled must be [B, {NUM_JOINTS}, {c}], got {tuple(pooled.shape)}")
         pose6d = torch.einsum("bjc,jcn->bjn", pooled, self.pose_weight) + self.pose_bias
         if self.pose_mlp is not None:  # residual: starts at the per-joint estimate
             pose6d = pose6d + self.pose_mlp(pooled.flatten(1)).view(-1, NUM_JOINTS, 6)
-        smpl = torch.bmm(attn, self.smpl_proj(y).flatten(2).transpose(1, 2))  # [B, 24, Cs]
-        smpl = smpl.flatten(1)
-        return {
-            "features": features,
-            "part_logits": part_logits,
-            "pose6d": pose6d,
-            "betas": self.shape_mlp(smpl),
-            "cam": self.cam_mlp(smpl),
-        }
+        w = self.smpl_proj.weight.flatten(1)  # [Cs, C]
+        smpl = (torch.matmul(pooled, w.t()) + self.smpl_proj.bias).flatten(1)  # [B, 24 * Cs]
+        return {"pose6d": pose6d, "betas": self.shape_mlp(smpl), "cam": self.cam_mlp(smpl)}
 
     # ------------------------------------------------------------------ checkpoints
     def weights_hash(self) -> str:

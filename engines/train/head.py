@@ -1,0 +1,363 @@
+"""Regression-head fine-tune on the frozen trunk (``python -m engines.train.head``).
+
+The backbone, decoder, feature projection and part head stay exactly as they are, so the
+features, the kernel bank, the clutter model and the fit's part term are unchanged; only the
+pose, shape and camera heads train. Their input is the part-pooled map (``FeatureNet.pool``,
+``[B, 24, C]``) and nothing else (``FeatureNet.regress``), so each sample is rendered and pooled
+once, cached as ``.npy`` / ``.npz`` chunks, and the head then trains on those vectors for
+several epochs, hundreds of times faster than a full training step.
+
+The pose MLP is widened by ``extra_hidden`` hidden units (:class:`WideHead`). Their output
+weights start at zero, so the network's outputs are unchanged at the start. During training
+they see standardised inputs (the cached training inputs' mean and standard deviation), and
+:meth:`WideHead.fold` folds that into their first layer. The result is a plain ``FeatureNet``
+with a wider ``FeatNetConfig.pose_mlp`` and no new layer types. The sum of two one-hidden-layer
+MLPs on the same input is one MLP with their hidden units side by side.
+
+Samples come from the synthetic data engine with the training config's data settings: train
+chunk ``c`` (1-based) is ``chunk_size`` indices drawn without replacement with seed ``c``; the
+validation set is the first ``val_samples`` indices of the validation split (held-out takes,
+textures and backgrounds). The epoch with the lowest validation PA-MPJPE is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from engines.body import BodyModel
+from engines.featnet import NUM_JOINTS, FeatNetConfig, FeatureNet, normalize_images
+from engines.metrics import mpjpe, pa_mpjpe
+from engines.rotations import axis_angle_to_matrix, rot6d_to_matrix
+from engines.train.regression import RegressionWeights, regression_losses
+from engines.train.step import body_joints_from_rotmats
+
+__all__ = [
+    "TARGET_KEYS",
+    "HeadFitConfig",
+    "WideHead",
+    "build_cache",
+    "fit_head",
+    "head_losses",
+    "head_parameters",
+    "load_cache",
+]
+
+#: Per-sample targets cached beside the pooled inputs (float32, shapes as in ``BATCH_KEYS``).
+TARGET_KEYS = ("K", "global_orient", "body_pose", "betas", "transl", "joints3d", "joints2d")
+_HEAD_MODULES = ("pose_weight", "pose_bias", "pose_mlp", "smpl_proj", "shape_mlp", "cam_mlp")
+
+
+@dataclass(frozen=True)
+class HeadFitConfig:
+    extra_hidden: int = 1024  # hidden units added to the pose MLP
+    epochs: int = 6
+    lr: float = 5e-4  # Adam, cosine to lr * 0.05 over all epochs
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("extra_hidden", "epochs", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"head fit: {name} must be > 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"head fit: lr must be > 0, got {self.lr}")
+
+
+def head_parameters(net: FeatureNet) -> list[nn.Parameter]:
+    """The parameters ``FeatureNet.regress`` uses (what this fine-tune trains)."""
+    params: list[nn.Parameter] = []
+    for name in _HEAD_MODULES:
+        m = getattr(net, name)
+        if isinstance(m, nn.Parameter):
+            params.append(m)
+        elif m is not None:
+            params.extend(m.parameters())
+    return params
+
+
+class WideHead(nn.Module):
+    """``net.regress`` plus ``extra_hidden`` new pose-MLP units on standardised inputs.
+
+    ``net`` is deep-copied (the caller's network is never changed); ``mean`` / ``std`` are the
+    flattened training inputs' statistics, ``[24 * C]``."""
+
+    def __init__(self, net: FeatureNet, extra_hidden: int, mean: torch.Tensor,
+                 std: torch.Tensor) -> None:  # fmt: skip
+        super().__init__()
+        self.net = copy.deepcopy(net).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        for p in head_parameters(self.net):
+            p.requires_grad_(True)
+        n_in = NUM_JOINTS * net.config.head_channels
+        if mean.shape != (n_in,) or std.shape != (n_in,):
+            raise ValueError(f"mean and std must be [{n_in}], got {tuple(mean.shape)}, "
+                             f"{tuple(std.shape)}")  # fmt: skip
+        if not bool((std > 0).all()):
+            raise ValueError("std must be > 0 everywhere")
+        self.register_buffer("mean", mean.float().clone())
+        self.register_buffer("std", std.float().clone())
+        self.hidden = nn.Linear(n_in, extra_hidden)
+        self.out = nn.Linear(extra_hidden, NUM_JOINTS * 6)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:  # [B, 24, C]
+        res = self.net.regress(pooled)
+        z = (pooled.flatten(1) - self.mean) / self.std
+        extra = self.out(torch.relu(self.hidden(z))).view(-1, NUM_JOINTS, 6)
+        return {**res, "pose6d": res["pose6d"] + extra}
+
+    @torch.no_grad()
+    def fold(self) -> FeatureNet:
+        """A ``FeatureNet`` whose ``regress`` equals this module's forward (its pose MLP is
+        ``pose_mlp + extra_hidden`` wide, the standardisation folded into the new rows)."""
+        old = self.net
+        w1 = self.hidden.weight / self.std  # [E, 24C]
+        b1 = self.hidden.bias - w1 @ self.mean
+        w2, b2 = self.out.weight, self.out.bias.clone()
+        if old.pose_mlp is not None:
+            w1 = torch.cat([old.pose_mlp[0].weight, w1])
+            b1 = torch.cat([old.pose_mlp[0].bias, b1])
+            w2 = torch.cat([old.pose_mlp[2].weight, w2], 1)
+            b2 = b2 + old.pose_mlp[2].bias
+        cfg = FeatNetConfig.from_dict({**old.config.to_dict(), "pose_mlp": int(w1.shape[0])})
+        net = FeatureNet(cfg)
+        state = {k: v for k, v in old.state_dict().items() if not k.startswith("pose_mlp.")}
+        state.update({"pose_mlp.0.weight": w1, "pose_mlp.0.bias": b1,
+                      "pose_mlp.2.weight": w2, "pose_mlp.2.bias": b2})  # fmt: skip
+        net.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()})
+        return net.eval()
+
+
+# ---------------------------------------------------------------------------------- cache
+class _Indexed(Dataset):
+    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = self.dataset[int(self.indices[i])]
+        return {k: torch.as_tensor(np.asarray(s[k])) for k in (*TARGET_KEYS, "image")}
+
+
+def _collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+def cache_key(net: FeatureNet, data: dict[str, Any], split: str, indices: np.ndarray) -> str:
+    """What a cache chunk depends on: the network's weights, the data settings and indices."""
+    h = hashlib.sha256(net.weights_hash().encode())
+    h.update(json.dumps({"data": data, "split": split}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
+    return h.hexdigest()[:24]
+
+
+def build_cache(
+    net: FeatureNet, dataset: Dataset, indices: np.ndarray, prefix: Path, key: str,
+    workers: int = 0, batch_size: int = 32, progress: bool = True,
+) -> Path:  # fmt: skip
+    """Render ``dataset[indices]``, pool them with ``net`` (eval mode) and write
+    ``prefix_y.npy`` (``[N, 24, C]`` float32), ``prefix_t.npz`` (:data:`TARGET_KEYS`) and
+    ``prefix.json`` (``key``). A chunk whose JSON already holds ``key`` is kept as it is."""
+    from tqdm import tqdm
+
+    prefix = Path(prefix)
+    meta_path = prefix.with_suffix(".json")
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+        return prefix
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    net = net.eval()
+    loader = DataLoader(_Indexed(dataset, indices), batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate)  # fmt: skip
+    pooled, targets = [], {k: [] for k in TARGET_KEYS}
+    with torch.no_grad():
+        for b in tqdm(loader, desc=f"render {prefix.name}", unit="batch", disable=not progress):
+            pooled.append(net.pool(normalize_images(b["image"]))[2].float())
+            for k in TARGET_KEYS:
+                targets[k].append(b[k].float())
+    np.save(f"{prefix}_y.npy", torch.cat(pooled).numpy())
+    np.savez(f"{prefix}_t.npz", **{k: torch.cat(v).numpy() for k, v in targets.items()})
+    meta_path.write_text(json.dumps({"key": key, "n": len(indices)}))
+    return prefix
+
+
+def load_cache(prefixes: list[Path]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The pooled inputs ``[N, 24, C]`` and targets of the chunks, concatenated."""
+    if not prefixes:
+        raise ValueError("no cache chunks given")
+    ys, ts = [], []
+    for p in prefixes:
+        ys.append(torch.from_numpy(np.load(f"{p}_y.npy", allow_pickle=False)).float())
+        with np.load(f"{p}_t.npz", allow_pickle=False) as z:
+            ts.append({k: torch.from_numpy(z[k]).float() for k in TARGET_KEYS})
+    return torch.cat(ys), {k: torch.cat([t[k] for t in ts]) for k in TARGET_KEYS}
+
+
+# ---------------------------------------------------------------------------------- training
+def head_losses(
+    out: dict[str, torch.Tensor], t: dict[str, torch.Tensor], body: BodyModel,
+    weights: RegressionWeights, size: int,
+) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The training step's regression losses (``regression_losses``, no part term)."""
+    B = out["pose6d"].shape[0]
+    pred_rot = rot6d_to_matrix(out["pose6d"])  # [B, 24, 3, 3]
+    pred_joints = body_joints_from_rotmats(body, pred_rot, out["betas"])
+    gt_rot = axis_angle_to_matrix(torch.cat([t["global_orient"], t["body_pose"]], 1).view(B, 24, 3))
+    body_joints = None
+    if weights.joints3d_body > 0:
+        body_rot = torch.cat([gt_rot[:, :1], pred_rot[:, 1:]], 1)
+        body_joints = body_joints_from_rotmats(body, body_rot, out["betas"])
+    return regression_losses(
+        pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, t["betas"], t["joints3d"],
+        t["joints2d"], t["K"], size, weights, body_joints=body_joints,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate_head(head: nn.Module, body: BodyModel, pooled: torch.Tensor,
+                  joints3d: torch.Tensor, batch: int = 256) -> dict[str, float]:  # fmt: skip
+    """Root-aligned MPJPE and PA-MPJPE (mm) of ``head``'s joints against ``joints3d``."""
+    preds = []
+    for i in range(0, len(pooled), batch):
+        out = head(pooled[i : i + batch])
+        preds.append(body_joints_from_rotmats(body, rot6d_to_matrix(out["pose6d"]), out["betas"]))
+    p, g = torch.cat(preds).numpy(), joints3d.numpy()
+    return {"mpjpe": mpjpe(p, g), "pa_mpjpe": pa_mpjpe(p, g)}
+
+
+def fit_head(
+    net: FeatureNet, body: BodyModel, train: tuple[torch.Tensor, dict[str, torch.Tensor]],
+    val: tuple[torch.Tensor, dict[str, torch.Tensor]], cfg: HeadFitConfig,
+    weights: RegressionWeights | None = None, progress: bool = True,
+) -> tuple[FeatureNet, list[dict[str, float]]]:  # fmt: skip
+    """Train a :class:`WideHead` on cached inputs; the folded network of the epoch with the
+    lowest validation PA-MPJPE and the per-epoch history (epoch 0: the network as given)."""
+    from tqdm import tqdm
+
+    weights = weights or RegressionWeights()
+    y, t = train
+    if len(y) < cfg.batch_size:
+        raise ValueError(f"{len(y)} training samples, fewer than one batch of {cfg.batch_size}")
+    flat = y.flatten(1)
+    head = WideHead(net, cfg.extra_hidden, flat.mean(0), flat.std(0) + 1e-3)
+    params = [p for p in head.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    size = net.config.input_size
+    per_epoch = len(y) // cfg.batch_size
+    total = cfg.epochs * per_epoch
+    g = torch.Generator().manual_seed(cfg.seed)
+    history = [{"epoch": 0, **evaluate_head(head, body, val[0], val[1]["joints3d"])}]
+    best, best_pa = head.fold(), history[0]["pa_mpjpe"]
+    it = 0
+    bar = tqdm(total=total, desc="head", unit="step", disable=not progress)
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.randperm(len(y), generator=g)
+        for i in range(per_epoch):
+            frac = it / total
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+            sel = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            loss = head_losses(head(y[sel]), {k: v[sel] for k, v in t.items()}, body,
+                               weights, size)["total"]  # fmt: skip
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"non-finite head loss at epoch {epoch}, step {i}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            it += 1
+            bar.update(1)
+        rec = {"epoch": epoch, **evaluate_head(head, body, val[0], val[1]["joints3d"])}
+        history.append(rec)
+        bar.write(json.dumps({k: round(v, 2) for k, v in rec.items()}))
+        if rec["pa_mpjpe"] < best_pa:
+            best, best_pa = head.fold(), rec["pa_mpjpe"]
+    bar.close()
+    return best, history
+
+
+# ---------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+    import time
+
+    from engines.model import DEFAULT_BUNDLE, load_model
+    from engines.synth.dataset import SynthConfig, SynthDataset
+    from engines.train.config import load_train_config
+
+    ap = argparse.ArgumentParser(prog="python -m engines.train.head", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--config", default="configs/train.yaml", help="data and loss settings")
+    ap.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="model to start from")
+    ap.add_argument("--out", type=Path, required=True, help="bundle to write")
+    ap.add_argument("--cache-dir", type=Path, default=Path(".cache/head"))
+    ap.add_argument("--chunks", type=int, default=6, help="training chunks to render / use")
+    ap.add_argument("--chunk-size", type=int, default=20000)
+    ap.add_argument("--val-samples", type=int, default=2048)
+    ap.add_argument("--workers", type=int, default=2, help="rendering processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--extra-hidden", type=int, default=HeadFitConfig.extra_hidden)
+    ap.add_argument("--epochs", type=int, default=HeadFitConfig.epochs)
+    ap.add_argument("--lr", type=float, default=HeadFitConfig.lr)
+    ap.add_argument("--batch-size", type=int, default=HeadFitConfig.batch_size)
+    args = ap.parse_args(argv)
+    if min(args.chunks, args.chunk_size, args.val_samples) <= 0:
+        ap.error("--chunks, --chunk-size and --val-samples must be > 0")
+    fit_cfg = HeadFitConfig(args.extra_hidden, args.epochs, args.lr, args.batch_size)
+    torch.set_num_threads(args.threads)
+    cfg = load_train_config(args.config)
+    bundle = load_model(args.bundle)
+    net = bundle.net.eval()
+    size = net.config.input_size
+    data = {**cfg.data, "crop_size": size, "seed": cfg.seed}
+    data["val_length"] = max(args.val_samples, SynthConfig().val_length)
+    synth = SynthConfig.from_dict(data)
+    chunks = []
+    for split, seeds in (("val", [0]), ("train", range(1, args.chunks + 1))):
+        ds = SynthDataset(synth, split)
+        for c in seeds:
+            if split == "val":
+                idx = np.arange(args.val_samples)
+            else:
+                if args.chunk_size > len(ds):
+                    ap.error(f"--chunk-size {args.chunk_size} > the train split's {len(ds)}")
+                idx = np.random.default_rng(c).choice(len(ds), size=args.chunk_size, replace=False)
+            prefix = args.cache_dir / (f"{split}{c}" if split == "train" else split)
+            key = cache_key(net, data, split, idx)
+            chunks.append(build_cache(net, ds, idx, prefix, key, workers=args.workers))
+    t0 = time.time()
+    body = BodyModel.default()
+    weights = RegressionWeights.from_dict(cfg.regression)
+    best, history = fit_head(net, body, load_cache(chunks[1:]), load_cache(chunks[:1]), fit_cfg,
+                             weights)  # fmt: skip
+    meta = dict(bundle.metadata)
+    meta["head_fit"] = {
+        "from": str(args.bundle), "from_weights_hash": net.weights_hash(),
+        "config": fit_cfg.__dict__, "samples": args.chunks * args.chunk_size,
+        "val_samples": args.val_samples, "history": history,
+        "time_s": round(time.time() - t0, 1),
+    }  # fmt: skip
+    type(bundle)(best, bundle.nbv_config, bundle.bank, meta).save(args.out)
+    first, last = history[0], min(history, key=lambda r: r["pa_mpjpe"])
+    print(f"val PA-MPJPE {first['pa_mpjpe']:.1f} -> {last['pa_mpjpe']:.1f} mm (epoch "
+          f"{last['epoch']}); wrote {args.out}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Regression-head fine-tune on the frozen trunk: pooling, widening and folding, the cache, the
+fit and the CLI on the real synthetic data engine and the shipped bundle."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engines.body import BodyModel
+from engines.featnet import FeatNetConfig, FeatureNet, normalize_images
+from engines.model import load_model
+from engines.train.head import (
+    HeadFitConfig,
+    WideHead,
+    build_cache,
+    cache_key,
+    fit_head,
+    head_parameters,
+    load_cache,
+    main,
+)
+from tests.engines.train.test_trainer import S, TinySet
+
+SMALL = FeatNetConfig(input_size=S, width=8, feature_dim=16, head_channels=16, smpl_channels=4,
+                      mlp_hidden=16, pose_mlp=32)  # fmt: skip
+
+
+def _net(seed=0, **kw):
+    torch.manual_seed(seed)
+    net = FeatureNet(FeatNetConfig.from_dict({**SMALL.to_dict(), **kw})).eval()
+    with torch.no_grad():  # non-trivial heads (the final layers start near zero)
+        for p in head_parameters(net):
+            p.add_(0.1 * torch.randn_like(p))
+    return net
+
+
+def _images(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return normalize_images(torch.randint(0, 255, (n, S, S, 3), generator=g, dtype=torch.uint8))
+
+
+def test_smpl_proj_after_pooling_equals_pooling_its_map():
+    net = _net()
+    x = _images(2)
+    with torch.no_grad():
+        _, logits, pooled = net.pool(x)
+        c1 = net.stages[0](net.stem(x))
+        c2 = net.stages[1](c1)
+        c3 = net.stages[2](c2)
+        y = net.up1(net.up2(net.up3(net.stages[3](c3), c3), c2), c1)
+        attn = torch.softmax(logits[:, 1:].flatten(2), dim=-1)
+        smpl = torch.bmm(attn, net.smpl_proj(y).flatten(2).transpose(1, 2)).flatten(1)
+        out = net.regress(pooled)
+    torch.testing.assert_close(out["betas"], net.shape_mlp(smpl), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["cam"], net.cam_mlp(smpl), atol=1e-5, rtol=1e-4)
+
+
+def test_regress_checks_its_input():
+    with pytest.raises(ValueError, match="pooled must be"):
+        _net().regress(torch.zeros(2, 24, 8))
+
+
+@pytest.mark.parametrize("pose_mlp", [32, 0])
+def test_wide_head_starts_unchanged_and_folds_exactly(pose_mlp):
+    net = _net(pose_mlp=pose_mlp)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        pooled = net.pool(_images(3))[2]
+        flat = pooled.flatten(1)
+        head = WideHead(net, 24, flat.mean(0), flat.std(0) + 0.1)
+        for k, v in head(pooled).items():
+            torch.testing.assert_close(v, net.regress(pooled)[k])
+        head.hidden.weight.normal_()
+        head.out.weight.normal_(std=0.1)
+        head.out.bias.normal_(std=0.1)
+        want = head(pooled)
+        folded = head.fold()
+        got = folded(_images(3))
+    assert folded.config.pose_mlp == pose_mlp + 24
+    for k in ("pose6d", "betas", "cam"):
+        torch.testing.assert_close(got[k], want[k], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(want["pose6d"], net.regress(pooled)["pose6d"])
+    for k, v in net.state_dict().items():  # the caller's network is never changed
+        assert torch.equal(v, before[k])
+    with pytest.raises(ValueError, match="std must be > 0"):
+        WideHead(net, 4, flat.mean(0), torch.zeros_like(flat[0]))
+    with pytest.raises(ValueError, match="mean and std"):
+        WideHead(net, 4, flat.mean(0)[:5], flat.std(0)[:5])
+
+
+def test_cache_round_trip_reuse_and_rebuild(tmp_path):
+    net, ds = _net(), TinySet(10, 0)
+    idx = np.array([3, 1, 4, 1, 5, 9])
+    key = cache_key(net, {"a": 1}, "train", idx)
+    prefix = build_cache(net, ds, idx, tmp_path / "c1", key, batch_size=4, progress=False)
+    y, t = load_cache([prefix])
+    assert y.shape == (6, 24, 16) and t["joints3d"].shape == (6, 24, 3)
+    with torch.no_grad():
+        want = net.pool(normalize_images(torch.as_tensor(ds[9]["image"])[None]))[2][0]
+    torch.testing.assert_close(y[5], want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(t["joints3d"][0], torch.as_tensor(ds[3]["joints3d"]).float())
+
+    class Exploding(TinySet):
+        def __getitem__(self, i):
+            raise AssertionError("a cache whose key matches must not be rebuilt")
+
+    build_cache(net, Exploding(10, 0), idx, tmp_path / "c1", key, progress=False)
+    other = cache_key(_net(seed=1), {"a": 1}, "train", idx)  # other weights: other key
+    assert other != key and cache_key(net, {"a": 2}, "train", idx) != key
+    assert cache_key(net, {"a": 1}, "train", idx[:5]) != key
+    with pytest.raises(AssertionError, match="must not be rebuilt"):
+        build_cache(net, Exploding(10, 0), idx, tmp_path / "c1", other, progress=False)
+    with pytest.raises(ValueError, match="no cache chunks"):
+        load_cache([])
+
+
+def test_fit_head_learns_and_keeps_the_trunk(tmp_path):
+    net, body = _net(), BodyModel.default()
+    ds = TinySet(48, 0)
+    prefix = build_cache(net, ds, np.arange(48), tmp_path / "tr", "k", progress=False)
+    data = load_cache([prefix])
+    cfg = HeadFitConfig(extra_hidden=64, epochs=15, lr=3e-3, batch_size=16)
+    fitted, history = fit_head(net, body, data, data, cfg, progress=False)  # val = train
+    assert [r["epoch"] for r in history] == list(range(16))
+    assert min(r["pa_mpjpe"] for r in history[1:]) < 0.8 * history[0]["pa_mpjpe"]
+    assert fitted.config.pose_mlp == 32 + 64
+    x = _images(2, seed=3)
+    with torch.no_grad():
+        a, b = net(x), fitted(x)
+    assert torch.equal(a["features"], b["features"])
+    assert torch.equal(a["part_logits"], b["part_logits"])
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        fit_head(net, body, (data[0][:8], {k: v[:8] for k, v in data[1].items()}), data, cfg)
+    with pytest.raises(ValueError, match="epochs must be > 0"):
+        HeadFitConfig(epochs=0)
+
+
+@pytest.mark.slow
+def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
+    out = tmp_path / "m.safetensors"
+    argv = ["--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--chunks", "1",
+            "--chunk-size", "64", "--val-samples", "32", "--workers", "0", "--epochs", "1",
+            "--batch-size", "16", "--extra-hidden", "32"]  # fmt: skip
+    assert main(argv) == 0
+    old, new = load_model(), load_model(out)
+    assert new.net.config.pose_mlp == old.net.config.pose_mlp + 32
+    assert torch.equal(new.bank.kernel_table(), old.kernel_table())
+    x = _images(1)
+    x = torch.nn.functional.interpolate(x, size=192)
+    with torch.no_grad():
+        assert torch.equal(new.net(x)["features"], old.net(x)["features"])
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["head_fit"]["samples"] == 64 and len(meta["head_fit"]["history"]) == 2
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.json")) == [
+        "train1.json",
+        "val.json",
+    ]
+    with pytest.raises(SystemExit):
+        main([*argv[:2], "--chunks", "0"])
