@@ -65,6 +65,10 @@ class HeadFitConfig:
     lr: float = 5e-4  # Adam, cosine to lr * 0.05 over all epochs
     batch_size: int = 64
     seed: int = 0
+    # how the new units' inputs are scaled: "global" (one standard deviation for all of them)
+    # or "feature" (each input's own; inputs with a tiny spread then get large weights, which
+    # an occluder that moves them far outside it exploits, see the README)
+    standardize: str = "global"
 
     def __post_init__(self) -> None:
         for name in ("extra_hidden", "epochs", "batch_size"):
@@ -72,6 +76,9 @@ class HeadFitConfig:
                 raise ValueError(f"head fit: {name} must be > 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"head fit: lr must be > 0, got {self.lr}")
+        if self.standardize not in ("global", "feature"):
+            raise ValueError(f"head fit: standardize must be global|feature, got "
+                             f"{self.standardize!r}")  # fmt: skip
 
 
 def head_parameters(net: FeatureNet) -> list[nn.Parameter]:
@@ -253,7 +260,8 @@ def fit_head(
     if len(y) < cfg.batch_size:
         raise ValueError(f"{len(y)} training samples, fewer than one batch of {cfg.batch_size}")
     flat = y.flatten(1)
-    head = WideHead(net, cfg.extra_hidden, flat.mean(0), flat.std(0) + 1e-3)
+    std = flat.std(0) if cfg.standardize == "feature" else flat.std().expand(flat.shape[1])
+    head = WideHead(net, cfg.extra_hidden, flat.mean(0), std + 1e-3)
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     size = net.config.input_size
@@ -315,10 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=HeadFitConfig.epochs)
     ap.add_argument("--lr", type=float, default=HeadFitConfig.lr)
     ap.add_argument("--batch-size", type=int, default=HeadFitConfig.batch_size)
+    ap.add_argument("--standardize", choices=("global", "feature"),
+                    default=HeadFitConfig.standardize)  # fmt: skip
     args = ap.parse_args(argv)
     if min(args.chunks, args.chunk_size, args.val_samples) <= 0:
         ap.error("--chunks, --chunk-size and --val-samples must be > 0")
-    fit_cfg = HeadFitConfig(args.extra_hidden, args.epochs, args.lr, args.batch_size)
+    fit_cfg = HeadFitConfig(args.extra_hidden, args.epochs, args.lr, args.batch_size,
+                            standardize=args.standardize)  # fmt: skip
     torch.set_num_threads(args.threads)
     cfg = load_train_config(args.config)
     bundle = load_model(args.bundle)

@@ -1,6 +1,7 @@
 """Regression-head fine-tune on the frozen trunk: pooling, widening and folding, the cache, the
 fit and the CLI on the real synthetic data engine and the shipped bundle."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -122,6 +123,9 @@ def test_fit_head_learns_and_keeps_the_trunk(tmp_path):
     data = load_cache([prefix])
     cfg = HeadFitConfig(extra_hidden=64, epochs=15, lr=3e-3, batch_size=16)
     fitted, history = fit_head(net, body, data, data, cfg, progress=False)  # val = train
+    _, feat_hist = fit_head(net, body, data, data, dataclasses.replace(cfg, standardize="feature"),
+                            progress=False)  # fmt: skip
+    assert feat_hist[0] == history[0] and feat_hist[-1] != history[-1]
     assert [r["epoch"] for r in history] == list(range(16))
     assert min(r["pa_mpjpe"] for r in history[1:]) < 0.8 * history[0]["pa_mpjpe"]
     assert fitted.config.pose_mlp == 32 + 64
@@ -134,6 +138,8 @@ def test_fit_head_learns_and_keeps_the_trunk(tmp_path):
         fit_head(net, body, (data[0][:8], {k: v[:8] for k, v in data[1].items()}), data, cfg)
     with pytest.raises(ValueError, match="epochs must be > 0"):
         HeadFitConfig(epochs=0)
+    with pytest.raises(ValueError, match="standardize must be"):
+        HeadFitConfig(standardize="minmax")
 
 
 @pytest.mark.slow
