@@ -69,6 +69,9 @@ class HeadFitConfig:
     # or "feature" (each input's own; inputs with a tiny spread then get large weights, which
     # an occluder that moves them far outside it exploits, see the README)
     standardize: str = "global"
+    # share of (sample, part) pairs whose pooled vector is replaced by its training mean while
+    # training: no part's input may decide the pose alone (an occluder can corrupt any part)
+    part_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("extra_hidden", "epochs", "batch_size"):
@@ -76,6 +79,8 @@ class HeadFitConfig:
                 raise ValueError(f"head fit: {name} must be > 0, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"head fit: lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.part_dropout < 1.0:
+            raise ValueError(f"head fit: part_dropout must be in [0, 1), got {self.part_dropout}")
         if self.standardize not in ("global", "feature"):
             raise ValueError(f"head fit: standardize must be global|feature, got "
                              f"{self.standardize!r}")  # fmt: skip
@@ -262,6 +267,7 @@ def fit_head(
     flat = y.flatten(1)
     std = flat.std(0) if cfg.standardize == "feature" else flat.std().expand(flat.shape[1])
     head = WideHead(net, cfg.extra_hidden, flat.mean(0), std + 1e-3)
+    part_mean = y.mean(0)  # [24, C]
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     size = net.config.input_size
@@ -279,7 +285,11 @@ def fit_head(
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
             sel = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss = head_losses(head(y[sel]), {k: v[sel] for k, v in t.items()}, body,
+            inp = y[sel]
+            if cfg.part_dropout > 0:
+                drop = torch.rand(inp.shape[:2], generator=g) < cfg.part_dropout  # [b, 24]
+                inp = torch.where(drop[..., None], part_mean, inp)
+            loss = head_losses(head(inp), {k: v[sel] for k, v in t.items()}, body,
                                weights, size)["total"]  # fmt: skip
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"non-finite head loss at epoch {epoch}, step {i}")
@@ -323,13 +333,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=HeadFitConfig.epochs)
     ap.add_argument("--lr", type=float, default=HeadFitConfig.lr)
     ap.add_argument("--batch-size", type=int, default=HeadFitConfig.batch_size)
+    ap.add_argument("--part-dropout", type=float, default=HeadFitConfig.part_dropout)
     ap.add_argument("--standardize", choices=("global", "feature"),
                     default=HeadFitConfig.standardize)  # fmt: skip
     args = ap.parse_args(argv)
     if min(args.chunks, args.chunk_size, args.val_samples) <= 0:
         ap.error("--chunks, --chunk-size and --val-samples must be > 0")
     fit_cfg = HeadFitConfig(args.extra_hidden, args.epochs, args.lr, args.batch_size,
-                            standardize=args.standardize)  # fmt: skip
+                            standardize=args.standardize,
+                            part_dropout=args.part_dropout)  # fmt: skip
     torch.set_num_threads(args.threads)
     cfg = load_train_config(args.config)
     bundle = load_model(args.bundle)

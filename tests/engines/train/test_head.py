@@ -126,6 +126,10 @@ def test_fit_head_learns_and_keeps_the_trunk(tmp_path):
     _, feat_hist = fit_head(net, body, data, data, dataclasses.replace(cfg, standardize="feature"),
                             progress=False)  # fmt: skip
     assert feat_hist[0] == history[0] and feat_hist[-1] != history[-1]
+    _, drop_hist = fit_head(net, body, data, data, dataclasses.replace(cfg, part_dropout=0.2),
+                            progress=False)  # fmt: skip
+    assert drop_hist[0] == history[0] and drop_hist[-1] != history[-1]
+    assert min(r["pa_mpjpe"] for r in drop_hist[1:]) < 0.9 * history[0]["pa_mpjpe"]
     assert [r["epoch"] for r in history] == list(range(16))
     assert min(r["pa_mpjpe"] for r in history[1:]) < 0.8 * history[0]["pa_mpjpe"]
     assert fitted.config.pose_mlp == 32 + 64
@@ -138,6 +142,8 @@ def test_fit_head_learns_and_keeps_the_trunk(tmp_path):
         fit_head(net, body, (data[0][:8], {k: v[:8] for k, v in data[1].items()}), data, cfg)
     with pytest.raises(ValueError, match="epochs must be > 0"):
         HeadFitConfig(epochs=0)
+    with pytest.raises(ValueError, match="part_dropout must be"):
+        HeadFitConfig(part_dropout=1.0)
     with pytest.raises(ValueError, match="standardize must be"):
         HeadFitConfig(standardize="minmax")
 
