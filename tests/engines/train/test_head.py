@@ -154,7 +154,11 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     argv = ["--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--chunks", "1",
             "--chunk-size", "64", "--val-samples", "32", "--workers", "0", "--epochs", "1",
             "--batch-size", "16", "--extra-hidden", "32"]  # fmt: skip
-    assert main(argv) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+    finally:  # the CLI sets the process's intra-op threads (--threads, default 1)
+        torch.set_num_threads(threads)
     old, new = load_model(), load_model(out)
     assert new.net.config.pose_mlp == old.net.config.pose_mlp + 32
     assert torch.equal(new.bank.kernel_table(), old.kernel_table())
