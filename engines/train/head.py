@@ -38,17 +38,20 @@ from torch.utils.data import DataLoader, Dataset
 from engines.body import BodyModel
 from engines.featnet import NUM_JOINTS, FeatNetConfig, FeatureNet, normalize_images
 from engines.metrics import mpjpe, pa_mpjpe
-from engines.rotations import axis_angle_to_matrix, rot6d_to_matrix
-from engines.train.regression import RegressionWeights, regression_losses
-from engines.train.step import body_joints_from_rotmats
+from engines.rotations import rot6d_to_matrix
+from engines.train.config import TrainConfig, learning_rate
+from engines.train.regression import RegressionWeights
+from engines.train.step import body_joints_from_rotmats, regression_terms
+from engines.train.trainer import collate
 
 __all__ = [
     "TARGET_KEYS",
     "HeadFitConfig",
     "WideHead",
     "build_cache",
+    "cache_key",
+    "evaluate_head",
     "fit_head",
-    "head_losses",
     "head_parameters",
     "load_cache",
 ]
@@ -161,13 +164,8 @@ class _Indexed(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        s = self.dataset[int(self.indices[i])]
-        return {k: torch.as_tensor(np.asarray(s[k])) for k in (*TARGET_KEYS, "image")}
-
-
-def _collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+    def __getitem__(self, i: int) -> dict:
+        return self.dataset[int(self.indices[i])]
 
 
 def cache_key(net: FeatureNet, data: dict[str, Any], split: str, indices: np.ndarray) -> str:
@@ -194,7 +192,7 @@ def build_cache(
     prefix.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
     loader = DataLoader(_Indexed(dataset, indices), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate)  # fmt: skip
+                        collate_fn=collate)  # fmt: skip
     pooled, targets = [], {k: [] for k in TARGET_KEYS}
     with torch.no_grad():
         for b in tqdm(loader, desc=f"render {prefix.name}", unit="batch", disable=not progress):
@@ -220,25 +218,6 @@ def load_cache(prefixes: list[Path]) -> tuple[torch.Tensor, dict[str, torch.Tens
 
 
 # ---------------------------------------------------------------------------------- training
-def head_losses(
-    out: dict[str, torch.Tensor], t: dict[str, torch.Tensor], body: BodyModel,
-    weights: RegressionWeights, size: int,
-) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The training step's regression losses (``regression_losses``, no part term)."""
-    B = out["pose6d"].shape[0]
-    pred_rot = rot6d_to_matrix(out["pose6d"])  # [B, 24, 3, 3]
-    pred_joints = body_joints_from_rotmats(body, pred_rot, out["betas"])
-    gt_rot = axis_angle_to_matrix(torch.cat([t["global_orient"], t["body_pose"]], 1).view(B, 24, 3))
-    body_joints = None
-    if weights.joints3d_body > 0:
-        body_rot = torch.cat([gt_rot[:, :1], pred_rot[:, 1:]], 1)
-        body_joints = body_joints_from_rotmats(body, body_rot, out["betas"])
-    return regression_losses(
-        pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, t["betas"], t["joints3d"],
-        t["joints2d"], t["K"], size, weights, body_joints=body_joints,
-    )  # fmt: skip
-
-
 @torch.no_grad()
 def evaluate_head(head: nn.Module, body: BodyModel, pooled: torch.Tensor,
                   joints3d: torch.Tensor, batch: int = 256) -> dict[str, float]:  # fmt: skip
@@ -273,6 +252,7 @@ def fit_head(
     size = net.config.input_size
     per_epoch = len(y) // cfg.batch_size
     total = cfg.epochs * per_epoch
+    schedule = TrainConfig(steps=total, lr=cfg.lr, lr_schedule="cosine", lr_min_factor=0.05)
     g = torch.Generator().manual_seed(cfg.seed)
     history = [{"epoch": 0, **evaluate_head(head, body, val[0], val[1]["joints3d"])}]
     best, best_pa = head.fold(), history[0]["pa_mpjpe"]
@@ -281,16 +261,15 @@ def fit_head(
     for epoch in range(1, cfg.epochs + 1):
         perm = torch.randperm(len(y), generator=g)
         for i in range(per_epoch):
-            frac = it / total
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+                group["lr"] = learning_rate(schedule, it)
             sel = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             inp = y[sel]
             if cfg.part_dropout > 0:
                 drop = torch.rand(inp.shape[:2], generator=g) < cfg.part_dropout  # [b, 24]
                 inp = torch.where(drop[..., None], part_mean, inp)
-            loss = head_losses(head(inp), {k: v[sel] for k, v in t.items()}, body,
-                               weights, size)["total"]  # fmt: skip
+            targets = {k: v[sel] for k, v in t.items()}
+            loss = regression_terms(body, head(inp), targets, weights, size)["total"]
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"non-finite head loss at epoch {epoch}, step {i}")
             opt.zero_grad(set_to_none=True)
@@ -350,23 +329,24 @@ def main(argv: list[str] | None = None) -> int:
     data = {**cfg.data, "crop_size": size, "seed": cfg.seed}
     data["val_length"] = max(args.val_samples, SynthConfig().val_length)
     synth = SynthConfig.from_dict(data)
-    chunks = []
-    for split, seeds in (("val", [0]), ("train", range(1, args.chunks + 1))):
-        ds = SynthDataset(synth, split)
-        for c in seeds:
-            if split == "val":
-                idx = np.arange(args.val_samples)
-            else:
-                if args.chunk_size > len(ds):
-                    ap.error(f"--chunk-size {args.chunk_size} > the train split's {len(ds)}")
-                idx = np.random.default_rng(c).choice(len(ds), size=args.chunk_size, replace=False)
-            prefix = args.cache_dir / (f"{split}{c}" if split == "train" else split)
-            key = cache_key(net, data, split, idx)
-            chunks.append(build_cache(net, ds, idx, prefix, key, workers=args.workers))
+
+    def chunk(split: str, name: str, idx: np.ndarray, ds: SynthDataset) -> Path:
+        key = cache_key(net, data, split, idx)
+        return build_cache(net, ds, idx, args.cache_dir / name, key, workers=args.workers)
+
+    train_ds = SynthDataset(synth, "train")
+    if args.chunk_size > len(train_ds):
+        ap.error(f"--chunk-size {args.chunk_size} > the train split's {len(train_ds)}")
+    val = chunk("val", "val", np.arange(args.val_samples), SynthDataset(synth, "val"))
+    train = [
+        chunk("train", f"train{c}", idx, train_ds)
+        for c in range(1, args.chunks + 1)
+        for idx in [np.random.default_rng(c).choice(len(train_ds), args.chunk_size, replace=False)]
+    ]
     t0 = time.time()
     body = BodyModel.default()
     weights = RegressionWeights.from_dict(cfg.regression)
-    best, history = fit_head(net, body, load_cache(chunks[1:]), load_cache(chunks[:1]), fit_cfg,
+    best, history = fit_head(net, body, load_cache(train), load_cache([val]), fit_cfg,
                              weights)  # fmt: skip
     meta = dict(bundle.metadata)
     meta["head_fit"] = {

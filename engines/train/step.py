@@ -28,6 +28,7 @@ __all__ = [
     "body_joints_from_rotmats",
     "downsample_labels",
     "feature_camera",
+    "regression_terms",
     "step",
 ]
 
@@ -82,6 +83,35 @@ def body_joints_from_rotmats(
         joint_basis_=(body.J_template, body.J_shapedirs),
     )
     return out.joints
+
+
+def regression_terms(
+    body: BodyModel,
+    out: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    weights: RegressionWeights,
+    size: int,
+    gt_parts: torch.Tensor | None = None,  # [B, h, w] long, 0 = background
+) -> dict[str, torch.Tensor]:
+    """The regression head's loss terms (:func:`regression_losses`) for network outputs ``out``
+    (``pose6d``, ``betas``, ``cam``; ``part_logits`` with ``gt_parts``) against a batch's
+    ``K``, ``global_orient``, ``body_pose``, ``betas``, ``joints3d`` and ``joints2d``."""
+    B = out["pose6d"].shape[0]
+    pred_rot = rot6d_to_matrix(out["pose6d"])  # [B, 24, 3, 3]
+    pred_joints = body_joints_from_rotmats(body, pred_rot, out["betas"])
+    gt_rot = axis_angle_to_matrix(
+        torch.cat([targets["global_orient"], targets["body_pose"]], 1).float().reshape(B, 24, 3)
+    )
+    body_joints = None
+    if weights.joints3d_body > 0:  # predicted body pose under the true global orientation
+        body_rot = torch.cat([gt_rot[:, :1], pred_rot[:, 1:]], 1)
+        body_joints = body_joints_from_rotmats(body, body_rot, out["betas"])
+    return regression_losses(
+        pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, targets["betas"].float(),
+        targets["joints3d"].float(), targets["joints2d"].float(), targets["K"].float(), size,
+        weights, out.get("part_logits") if gt_parts is not None else None, gt_parts,
+        body_joints=body_joints,
+    )  # fmt: skip
 
 
 def downsample_labels(x: torch.Tensor, stride: int) -> torch.Tensor:  # [B, S, S] -> [B, h, w]
@@ -194,21 +224,9 @@ def step(
     loss_bg = background_push(bg, bank)
 
     # --- regression
-    pred_rot = rot6d_to_matrix(out["pose6d"])  # [B, 24, 3, 3]
-    pred_joints = body_joints_from_rotmats(body, pred_rot, out["betas"])
-    gt_rot = axis_angle_to_matrix(
-        torch.cat([batch["global_orient"], batch["body_pose"]], 1).float().reshape(B, 24, 3)
+    reg = regression_terms(
+        body, out, batch, weights, S, downsample_labels(batch["part_map"].long(), stride)
     )
-    body_joints = None
-    if weights.joints3d_body > 0:  # predicted body pose under the true global orientation
-        body_rot = torch.cat([gt_rot[:, :1], pred_rot[:, 1:]], 1)
-        body_joints = body_joints_from_rotmats(body, body_rot, out["betas"])
-    reg = regression_losses(
-        pred_rot, out["betas"], out["cam"], pred_joints, gt_rot, batch["betas"].float(),
-        batch["joints3d"].float(), batch["joints2d"].float(), K, S, weights,
-        out["part_logits"], downsample_labels(batch["part_map"].long(), stride),
-        body_joints=body_joints,
-    )  # fmt: skip
     total = contrastive_weight * loss_con + background_weight * loss_bg + reg["total"]
     if update_bank:
         bank.update(vfeat.detach(), rows)
