@@ -305,6 +305,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path(".cache/head"))
     ap.add_argument("--chunks", type=int, default=6, help="training chunks to render / use")
     ap.add_argument("--chunk-size", type=int, default=20000)
+    ap.add_argument(
+        "--occluded-chunks",
+        type=int,
+        default=0,
+        help="further training chunks in which every crop has an occluder",
+    )
+    ap.add_argument(
+        "--occluded-coverage",
+        type=float,
+        nargs=2,
+        default=(0.2, 0.6),
+        metavar=("LO", "HI"),
+        help="body fraction those occluders hide",
+    )
     ap.add_argument("--val-samples", type=int, default=2048)
     ap.add_argument("--workers", type=int, default=2, help="rendering processes")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
@@ -318,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if min(args.chunks, args.chunk_size, args.val_samples) <= 0:
         ap.error("--chunks, --chunk-size and --val-samples must be > 0")
+    if args.occluded_chunks < 0:
+        ap.error("--occluded-chunks must be >= 0")
     fit_cfg = HeadFitConfig(args.extra_hidden, args.epochs, args.lr, args.batch_size,
                             standardize=args.standardize,
                             part_dropout=args.part_dropout)  # fmt: skip
@@ -328,21 +344,29 @@ def main(argv: list[str] | None = None) -> int:
     size = net.config.input_size
     data = {**cfg.data, "crop_size": size, "seed": cfg.seed}
     data["val_length"] = max(args.val_samples, SynthConfig().val_length)
-    synth = SynthConfig.from_dict(data)
+    occ_data = {**data, "occlusion_prob": 1.0, "occlusion_coverage": list(args.occluded_coverage)}
+    try:
+        synth, occ_synth = SynthConfig.from_dict(data), SynthConfig.from_dict(occ_data)
+    except ValueError as e:
+        ap.error(str(e))
 
-    def chunk(split: str, name: str, idx: np.ndarray, ds: SynthDataset) -> Path:
-        key = cache_key(net, data, split, idx)
+    def chunk(split: str, name: str, idx: np.ndarray, ds: SynthDataset, d: dict) -> Path:
+        key = cache_key(net, d, split, idx)
         return build_cache(net, ds, idx, args.cache_dir / name, key, workers=args.workers)
+
+    def draw(seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).choice(len(train_ds), args.chunk_size, replace=False)
 
     train_ds = SynthDataset(synth, "train")
     if args.chunk_size > len(train_ds):
         ap.error(f"--chunk-size {args.chunk_size} > the train split's {len(train_ds)}")
-    val = chunk("val", "val", np.arange(args.val_samples), SynthDataset(synth, "val"))
-    train = [
-        chunk("train", f"train{c}", idx, train_ds)
-        for c in range(1, args.chunks + 1)
-        for idx in [np.random.default_rng(c).choice(len(train_ds), args.chunk_size, replace=False)]
-    ]
+    val = chunk("val", "val", np.arange(args.val_samples), SynthDataset(synth, "val"), data)
+    train = [chunk("train", f"train{c}", draw(c), train_ds, data)
+             for c in range(1, args.chunks + 1)]  # fmt: skip
+    if args.occluded_chunks:  # other poses than the plain chunks' (seeds 1001, 1002, ...)
+        occ_ds = SynthDataset(occ_synth, "train")
+        train += [chunk("train", f"occluded{c}", draw(1000 + c), occ_ds, occ_data)
+                  for c in range(1, args.occluded_chunks + 1)]  # fmt: skip
     t0 = time.time()
     body = BodyModel.default()
     weights = RegressionWeights.from_dict(cfg.regression)
@@ -351,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = dict(bundle.metadata)
     meta["head_fit"] = {
         "from": str(args.bundle), "from_weights_hash": net.weights_hash(),
-        "config": fit_cfg.__dict__, "samples": args.chunks * args.chunk_size,
+        "config": fit_cfg.__dict__, "samples": len(train) * args.chunk_size,
+        "occluded_chunks": args.occluded_chunks,
+        "occluded_coverage": list(args.occluded_coverage),
         "val_samples": args.val_samples, "history": history,
         "time_s": round(time.time() - t0, 1),
     }  # fmt: skip

@@ -153,7 +153,7 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     out = tmp_path / "m.safetensors"
     argv = ["--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--chunks", "1",
             "--chunk-size", "64", "--val-samples", "32", "--workers", "0", "--epochs", "1",
-            "--batch-size", "16", "--extra-hidden", "32"]  # fmt: skip
+            "--batch-size", "16", "--extra-hidden", "32", "--occluded-chunks", "1"]  # fmt: skip
     threads = torch.get_num_threads()
     try:
         assert main(argv) == 0
@@ -167,10 +167,16 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     with torch.no_grad():
         assert torch.equal(new.net(x)["features"], old.net(x)["features"])
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["head_fit"]["samples"] == 64 and len(meta["head_fit"]["history"]) == 2
+    assert meta["head_fit"]["samples"] == 128 and len(meta["head_fit"]["history"]) == 2
+    assert meta["head_fit"]["occluded_chunks"] == 1
     assert sorted(p.name for p in (tmp_path / "cache").glob("*.json")) == [
+        "occluded1.json",
         "train1.json",
         "val.json",
     ]
-    with pytest.raises(SystemExit):
-        main([*argv[:2], "--chunks", "0"])
+    keys = {p.name: json.loads(p.read_text())["key"] for p in (tmp_path / "cache").glob("*.json")}
+    assert keys["occluded1.json"] != keys["train1.json"]
+    for bad in (["--chunks", "0"], ["--occluded-chunks", "-1"],
+                ["--occluded-coverage", "0.6", "0.2"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main([*argv[:2], *bad])
