@@ -337,7 +337,6 @@ def main(argv: list[str] | None = None) -> int:
     fit_cfg = HeadFitConfig(args.extra_hidden, args.epochs, args.lr, args.batch_size,
                             standardize=args.standardize,
                             part_dropout=args.part_dropout)  # fmt: skip
-    torch.set_num_threads(args.threads)
     cfg = load_train_config(args.config)
     bundle = load_model(args.bundle)
     net = bundle.net.eval()
@@ -349,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         synth, occ_synth = SynthConfig.from_dict(data), SynthConfig.from_dict(occ_data)
     except ValueError as e:
         ap.error(str(e))
+    torch.set_num_threads(args.threads)  # after every argument check
 
     def chunk(split: str, name: str, idx: np.ndarray, ds: SynthDataset, d: dict) -> Path:
         key = cache_key(net, d, split, idx)

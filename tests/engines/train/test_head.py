@@ -180,3 +180,4 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
                 ["--occluded-coverage", "0.6", "0.2"]):  # fmt: skip
         with pytest.raises(SystemExit):
             main([*argv[:2], *bad])
+        assert torch.get_num_threads() == threads  # rejected before the threads are set
