@@ -2,6 +2,7 @@
 
     python -m benchmarks.accuracy --quick   # smoke run; last line: one JSON object
     python -m benchmarks.accuracy           # writes benchmarks/results/accuracy.{json,md,png}
+    python -m benchmarks.accuracy --split val --model m.safetensors  # writes out/accuracy/val-m/
     python -m benchmarks.accuracy --real-npz 3dpw_test.npz --image-root /data/3DPW
 
 Data: held-out synthetic video sequences (``engines.evaluation.samples``: holdout motion takes,
@@ -59,6 +60,8 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# full runs other than the standard one (see ``results_dir``) write here, outside git
+SCRATCH = Path(__file__).resolve().parents[1] / "out" / "accuracy"
 
 
 def _parse_ints(s: str) -> list[int]:
@@ -94,7 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--real-npz", help="SPIN/mmhuman3d-style .npz (replaces synthetic data)")
     ap.add_argument("--image-root", help="image directory of --real-npz")
     ap.add_argument("--focal", type=float, help="real data: frame focal length (px)")
-    ap.add_argument("--out", default=str(RESULTS), help="results directory (full run)")
+    ap.add_argument("--out", help="results directory (full run); default: benchmarks/results/ "
+                    "for the standard run (eval split, shipped model, default settings), else "
+                    "out/accuracy/<split>-<model>/")  # fmt: skip
     ap.add_argument("--fit-set", action="append", default=[], metavar="KEY=VALUE",
                     help="FitConfig override, e.g. pose_prior_weight=0.1 (repeatable)")  # fmt: skip
     a = ap.parse_args(argv)
@@ -110,6 +115,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if a.real_npz and not a.image_root:
         ap.error("--real-npz needs --image-root")
     return a
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    """Where a full run writes: ``--out`` if given; ``benchmarks/results/`` (committed) only for
+    the standard run, the one the README and the issues report (eval split, the shipped model,
+    every other option at its default); any other run under ``out/accuracy/`` (git-ignored),
+    so that an experiment never replaces the shipped model's results."""
+    from engines.model import DEFAULT_BUNDLE
+
+    if args.out:
+        return Path(args.out)
+    ref = parse_args([])
+    skip = {"out", "model"}
+    same = all(getattr(args, k) == v for k, v in vars(ref).items() if k not in skip)
+    shipped = args.model is None or Path(args.model).resolve() == DEFAULT_BUNDLE.resolve()
+    if same and shipped:
+        return RESULTS
+    model = Path(args.model).stem if args.model else "shipped"
+    return SCRATCH / f"{args.split}-{model}"
 
 
 def _fit_overrides(items: list[str]) -> dict:
@@ -290,12 +314,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args.quick:
         from engines.evaluation.report import markdown_table, plot
 
-        out = Path(args.out)
+        out = results_dir(args)
         out.mkdir(parents=True, exist_ok=True)
         (out / "accuracy.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         (out / "accuracy.md").write_text(markdown_table(results))
         plot(results, out / "accuracy.png")
         print(markdown_table(results))
+        print(f"wrote {out}/accuracy.{{json,md,png}}", file=sys.stderr)
     print(json.dumps(results, sort_keys=True))
 
 

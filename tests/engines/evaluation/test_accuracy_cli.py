@@ -94,3 +94,22 @@ def test_unknown_protocol_is_rejected_before_any_work(tmp_path):
     args = accuracy.parse_args(["--quick", "--model", str(model), "--protocols", "clean,occ9"])
     with pytest.raises(SystemExit, match=r"unknown protocol.*occ9"):
         accuracy.run(args)
+
+
+def test_only_the_standard_run_writes_the_committed_results(tmp_path):
+    from engines.model import DEFAULT_BUNDLE
+
+    assert accuracy.results_dir(accuracy.parse_args([])) == accuracy.RESULTS
+    shipped = ["--model", str(DEFAULT_BUNDLE)]
+    assert accuracy.results_dir(accuracy.parse_args(shipped)) == accuracy.RESULTS
+    other = str(tmp_path / "head.safetensors")
+    for argv, name in ((["--split", "val"], "val-shipped"),
+                       (["--model", other], "eval-head"),
+                       (["--split", "val", "--model", other], "val-head"),
+                       (["--protocols", "clean"], "eval-shipped"),
+                       (["--fit-set", "pose_prior_weight=0.1"], "eval-shipped"),
+                       (["--regression-flip"], "eval-shipped"),
+                       (["--sequences", "4"], "eval-shipped")):  # fmt: skip
+        assert accuracy.results_dir(accuracy.parse_args(argv)) == accuracy.SCRATCH / name, argv
+    mine = tmp_path / "res"
+    assert accuracy.results_dir(accuracy.parse_args(["--split", "val", "--out", str(mine)])) == mine
