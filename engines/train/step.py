@@ -24,10 +24,12 @@ from engines.train.regression import RegressionWeights, regression_losses
 
 __all__ = [
     "BATCH_KEYS",
+    "KernelTargets",
     "StepOutputs",
     "body_joints_from_rotmats",
     "downsample_labels",
     "feature_camera",
+    "kernel_targets",
     "regression_terms",
     "step",
 ]
@@ -119,6 +121,52 @@ def downsample_labels(x: torch.Tensor, stride: int) -> torch.Tensor:  # [B, S, S
     return x[:, stride // 2 :: stride, stride // 2 :: stride]
 
 
+@dataclass
+class KernelTargets:
+    """Image features pooled onto the kernels visible in a render of the true pose."""
+
+    feats: torch.Tensor  # [N, D] unit pooled features, one per visible (image, kernel)
+    rows: torch.Tensor  # [N] bank row (kernel, orientation bin) of each
+    kernels: torch.Tensor  # [N] kernel index of each
+    background: torch.Tensor  # [B, h, w] bool, pixels off the body or on an occluder
+    on_body: torch.Tensor  # [B, h, w] bool, occluder pixels where the body would be
+
+
+def kernel_targets(
+    body: BodyModel,
+    nbv: NeuralBodyVolume,
+    bank: FeatureBank,
+    batch: dict[str, torch.Tensor],
+    feats: torch.Tensor,  # [B, D, h, w] the network's features of batch["image"]
+    pool_slots: int = 10,
+    pool_min_weight: float = 0.1,
+) -> KernelTargets:
+    """Pool ``feats`` onto the kernels with the weights of a ``pool_slots``-slot render of the
+    batch's true pose (occluded pixels weigh nothing); a kernel is visible when its weights sum
+    above ``pool_min_weight`` (see :func:`step`). Gradients flow into ``feats``."""
+    S = batch["image"].shape[1]
+    stride = S // feats.shape[-1]
+    with torch.no_grad():
+        centres, joints = nbv.pose(
+            body, batch["global_orient"].float(), batch["body_pose"].float(),
+            batch["betas"].float(), batch["transl"].float(),
+        )  # fmt: skip
+        r = render(centres, feature_camera(batch["K"].float(), stride, S), M=pool_slots)
+        occ = downsample_labels(batch["occluder_mask"].bool(), stride)  # [B, h, w]
+        r.weights = r.weights * (~occ)[..., None]
+        bins = nbv.orientation_labels(joints)  # [B, K]
+    pooled, wsum = pool_features(r, feats)  # [B, K, D], [B, K]
+    visible = wsum > max(pool_min_weight, 1e-3)  # with M = 1 these are front-slot kernels
+    bi, ki = visible.nonzero(as_tuple=True)
+    return KernelTargets(
+        feats=F.normalize(pooled[bi, ki], dim=-1),
+        rows=bank.row_index(ki, bins[bi, ki]),
+        kernels=ki,
+        background=~r.mask | occ,
+        on_body=occ & r.mask,
+    )
+
+
 def _sample(mask: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
     """Up to ``n`` flat indices of ``mask``'s true pixels, drawn without replacement."""
     idx = mask.flatten().nonzero().squeeze(1)
@@ -183,27 +231,11 @@ def step(
     B, _, S, _ = images.shape
     out = net(images)
     feats = out["features"]  # [B, D, h, w]
-    h = feats.shape[-1]
-    stride = S // h
-    K = batch["K"].float()
+    stride = S // feats.shape[-1]
 
     # --- contrastive: pool features onto visible kernels with the M-slot render of the truth
-    with torch.no_grad():
-        centres, joints = nbv.pose(
-            body, batch["global_orient"].float(), batch["body_pose"].float(),
-            batch["betas"].float(), batch["transl"].float(),
-        )  # fmt: skip
-        r = render(centres, feature_camera(K, stride, S), M=pool_slots)
-        occ = downsample_labels(batch["occluder_mask"].bool(), stride)  # [B, h, w]
-        r.weights = r.weights * (~occ)[..., None]
-        bins = nbv.orientation_labels(joints)  # [B, K]
-        background = ~r.mask | occ  # [B, h, w]
-        on_body = occ & r.mask  # [B, h, w] occluder pixels where the body would be
-    pooled, wsum = pool_features(r, feats)  # [B, K, D], [B, K]
-    visible = wsum > max(pool_min_weight, 1e-3)  # with M = 1 these are front-slot kernels
-    bi, ki = visible.nonzero(as_tuple=True)
-    vfeat = F.normalize(pooled[bi, ki], dim=-1)  # [N, D]
-    rows = bank.row_index(ki, bins[bi, ki])
+    t = kernel_targets(body, nbv, bank, batch, feats, pool_slots, pool_min_weight)
+    vfeat, rows, ki, background, on_body = t.feats, t.rows, t.kernels, t.background, t.on_body
     sub = slice(None)
     if 0 < max_targets < vfeat.shape[0]:
         sub = torch.randperm(vfeat.shape[0], generator=generator)[:max_targets]
