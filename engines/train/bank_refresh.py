@@ -16,6 +16,7 @@ are unchanged; the bundle's metadata records the refresh under ``bank_refresh``.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader, Subset
     from tqdm import tqdm
 
-    from engines.model import DEFAULT_BUNDLE, load_model
+    from engines.model import DEFAULT_BUNDLE, code_version, load_model
     from engines.synth.dataset import SynthConfig, SynthDataset
     from engines.train.config import load_train_config
     from engines.train.trainer import collate
@@ -131,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     changed = counts >= args.min_count
     cos = (old * new).sum(-1)[changed]  # [R]
     meta = dict(bundle.metadata)
+    src = args.bundle.resolve()
+    root = Path(__file__).resolve().parents[2]
     meta["bank_refresh"] = {
-        "from": str(args.bundle), "samples": args.samples, "seed": args.seed,
+        "from": str(src.relative_to(root) if src.is_relative_to(root) else src),
+        "from_bank_sha256": hashlib.sha256(old.numpy().tobytes()).hexdigest()[:16],
+        "code_version": code_version(), "samples": args.samples, "seed": args.seed,
         "min_count": args.min_count, "rows_refreshed": int(changed.sum()),
         "rows": int(counts.numel()), "median_count": float(counts.float().median()),
         "median_cos_to_old": round(float(cos.median()), 4) if cos.numel() else None,
