@@ -14,6 +14,7 @@ from engines.model import load_model
 from engines.train.head import (
     HeadFitConfig,
     WideHead,
+    blend_heads,
     build_cache,
     cache_key,
     fit_head,
@@ -148,6 +149,32 @@ def test_fit_head_learns_and_keeps_the_trunk(tmp_path):
         HeadFitConfig(standardize="minmax")
 
 
+@pytest.mark.parametrize("start_mlp", [32, 0])
+def test_blend_mixes_the_pose_outputs_and_keeps_the_tuned_shape_and_camera(start_mlp):
+    start = _net(pose_mlp=start_mlp)
+    tuned = _net(pose_mlp=48)  # a head fine-tune of start: same trunk, other heads
+    trunk = {k: v for k, v in start.state_dict().items() if not k.startswith(
+        ("pose_", "smpl_proj", "shape_mlp", "cam_mlp"))}  # fmt: skip
+    tuned.load_state_dict(trunk, strict=False)
+    before = {k: v.clone() for k, v in tuned.state_dict().items()}
+    pooled = torch.randn(3, 24, SMALL.head_channels)
+    with torch.no_grad():
+        a, t = start.regress(pooled), tuned.regress(pooled)
+        for alpha in (0.0, 0.3, 1.0):
+            net = blend_heads(start, tuned, alpha)
+            assert net.config.pose_mlp == start_mlp + 48
+            b = net.regress(pooled)
+            want = alpha * t["pose6d"] + (1 - alpha) * a["pose6d"]
+            torch.testing.assert_close(b["pose6d"], want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(b["betas"], t["betas"])
+            torch.testing.assert_close(b["cam"], t["cam"])
+    assert all(torch.equal(v, before[k]) for k, v in tuned.state_dict().items())
+    with pytest.raises(ValueError, match="alpha must be"):
+        blend_heads(start, tuned, 1.5)
+    with pytest.raises(ValueError, match="same trunk"):
+        blend_heads(_net(seed=1), tuned, 0.5)
+
+
 @pytest.mark.slow
 def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     out = tmp_path / "m.safetensors"
@@ -155,11 +182,17 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
             "--chunk-size", "64", "--val-samples", "32", "--workers", "0", "--epochs", "1",
             "--batch-size", "16", "--extra-hidden", "32", "--occluded-chunks", "1"]  # fmt: skip
     threads = torch.get_num_threads()
+    blended = tmp_path / "b.safetensors"
     try:
         assert main(argv) == 0
+        assert main([*argv, "--out", str(blended), "--blend", "0.5"]) == 0  # cached renders
     finally:  # the CLI sets the process's intra-op threads (--threads, default 1)
         torch.set_num_threads(threads)
     old, new = load_model(), load_model(out)
+    b = load_model(blended)
+    assert b.net.config.pose_mlp == 2 * old.net.config.pose_mlp + 32
+    fit = json.loads(blended.with_suffix(".json").read_text())["head_fit"]
+    assert fit["blend"] == 0.5 and fit["blend_val"]["pa_mpjpe"] > 0
     assert new.net.config.pose_mlp == old.net.config.pose_mlp + 32
     assert torch.equal(new.bank.kernel_table(), old.kernel_table())
     x = _images(1)
@@ -177,7 +210,7 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     keys = {p.name: json.loads(p.read_text())["key"] for p in (tmp_path / "cache").glob("*.json")}
     assert keys["occluded1.json"] != keys["train1.json"]
     for bad in (["--chunks", "0"], ["--occluded-chunks", "-1"],
-                ["--occluded-coverage", "0.6", "0.2"]):  # fmt: skip
+                ["--occluded-coverage", "0.6", "0.2"], ["--blend", "0"]):  # fmt: skip
         with pytest.raises(SystemExit):
             main([*argv, *bad])  # the small run's settings: without the check it ends fast
         assert torch.get_num_threads() == threads  # rejected before the threads are set
