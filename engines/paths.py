@@ -10,9 +10,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "mocap_dir", "shared_dir"]
+__all__ = ["REPO_ROOT", "mocap_dir", "repo_relative", "shared_dir"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it (for metadata that ships),
+    else absolute."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT) if p.is_relative_to(REPO_ROOT) else p)
 
 
 def shared_dir() -> Path:

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from engines.model import DEFAULT_BUNDLE, code_version, load_model
+    from engines.paths import repo_relative
     from engines.synth.dataset import SynthConfig, SynthDataset
     from engines.train.config import load_train_config
     from engines.train.trainer import collate
@@ -132,10 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     changed = counts >= args.min_count
     cos = (old * new).sum(-1)[changed]  # [R]
     meta = dict(bundle.metadata)
-    src = args.bundle.resolve()
-    root = Path(__file__).resolve().parents[2]
     meta["bank_refresh"] = {
-        "from": str(src.relative_to(root) if src.is_relative_to(root) else src),
+        "from": repo_relative(args.bundle),
         "from_bank_sha256": hashlib.sha256(old.numpy().tobytes()).hexdigest()[:16],
         "code_version": code_version(), "samples": args.samples, "seed": args.seed,
         "min_count": args.min_count, "rows_refreshed": int(changed.sum()),

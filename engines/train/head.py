@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     import time
 
     from engines.model import DEFAULT_BUNDLE, load_model
+    from engines.paths import repo_relative
     from engines.synth.dataset import SynthConfig, SynthDataset
     from engines.train.config import load_train_config
 
@@ -424,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             shipped = evaluate_head(best.regress, body, val_data[0], val_data[1]["joints3d"])
     meta = dict(bundle.metadata)
     meta["head_fit"] = {
-        "from": str(args.bundle), "from_weights_hash": net.weights_hash(),
+        "from": repo_relative(args.bundle), "from_weights_hash": net.weights_hash(),
         "config": fit_cfg.__dict__, "samples": len(train) * args.chunk_size,
         "occluded_chunks": args.occluded_chunks,
         "occluded_coverage": list(args.occluded_coverage),
