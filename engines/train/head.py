@@ -109,13 +109,14 @@ def head_parameters(net: FeatureNet) -> list[nn.Parameter]:
 
 
 class WideHead(nn.Module):
-    """``net.regress`` plus ``extra_hidden`` new pose-MLP units on standardised inputs.
+    """``net.regress`` plus ``extra_hidden`` new pose-MLP units on standardised inputs (their
+    first layer drawn as ``nn.Linear`` draws it, from a generator seeded with ``seed``).
 
     ``net`` is deep-copied (the caller's network is never changed); ``mean`` / ``std`` are the
     flattened training inputs' statistics, ``[24 * C]``."""
 
     def __init__(self, net: FeatureNet, extra_hidden: int, mean: torch.Tensor,
-                 std: torch.Tensor) -> None:  # fmt: skip
+                 std: torch.Tensor, seed: int = 0) -> None:  # fmt: skip
         super().__init__()
         self.net = copy.deepcopy(net).eval()
         for p in self.net.parameters():
@@ -131,6 +132,11 @@ class WideHead(nn.Module):
         self.register_buffer("mean", mean.float().clone())
         self.register_buffer("std", std.float().clone())
         self.hidden = nn.Linear(n_in, extra_hidden)
+        g = torch.Generator().manual_seed(seed)  # nn.Linear's init, from its own generator
+        bound = 1.0 / math.sqrt(n_in)
+        with torch.no_grad():
+            self.hidden.weight.uniform_(-bound, bound, generator=g)
+            self.hidden.bias.uniform_(-bound, bound, generator=g)
         self.out = nn.Linear(extra_hidden, NUM_JOINTS * 6)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -285,7 +291,7 @@ def fit_head(
         raise ValueError(f"{len(y)} training samples, fewer than one batch of {cfg.batch_size}")
     flat = y.flatten(1)
     std = flat.std(0) if cfg.standardize == "feature" else flat.std().expand(flat.shape[1])
-    head = WideHead(net, cfg.extra_hidden, flat.mean(0), std + 1e-3)
+    head = WideHead(net, cfg.extra_hidden, flat.mean(0), std + 1e-3, seed=cfg.seed)
     part_mean = y.mean(0)  # [24, C]
     params = [p for p in head.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)

@@ -124,6 +124,9 @@ def test_fit_head_learns_and_keeps_the_trunk(tmp_path):
     data = load_cache([prefix])
     cfg = HeadFitConfig(extra_hidden=64, epochs=15, lr=3e-3, batch_size=16)
     fitted, history = fit_head(net, body, data, data, cfg, progress=False)  # val = train
+    again, same = fit_head(net, body, data, data, cfg, progress=False)
+    assert same == history  # seeded: the new units' init, the batches and the dropout
+    assert torch.equal(again.pose_mlp[0].weight, fitted.pose_mlp[0].weight)
     _, feat_hist = fit_head(net, body, data, data, dataclasses.replace(cfg, standardize="feature"),
                             progress=False)  # fmt: skip
     assert feat_hist[0] == history[0] and feat_hist[-1] != history[-1]
