@@ -40,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.synth.dataset import SynthConfig, SynthDataset
     from engines.train.trainer import Trainer
 
-    data_cfg = SynthConfig.from_dict(
-        {**cfg.data, "crop_size": cfg.featnet.get("input_size", 192), "seed": cfg.seed}
-    )
+    data_cfg = SynthConfig.from_dict(cfg.synth_data(cfg.featnet.get("input_size", 192)))
     trainer = Trainer(cfg, SynthDataset(data_cfg, "train"), SynthDataset(data_cfg, "val"))
     if args.resume_from is not None:
         if not trainer.resume(args.resume_from):

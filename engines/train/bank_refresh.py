@@ -111,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--workers must be >= 0")
     cfg = load_train_config(args.config)
     bundle = load_model(args.bundle)
-    data = {**cfg.data, "crop_size": bundle.net.config.input_size, "seed": cfg.seed}
     try:
-        ds = SynthDataset(SynthConfig.from_dict(data), "train")
+        ds = SynthDataset(SynthConfig.from_dict(cfg.synth_data(bundle.net.config.input_size)),
+                          "train")  # fmt: skip
     except ValueError as e:
         ap.error(str(e))
     if args.samples > len(ds):

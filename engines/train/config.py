@@ -79,6 +79,11 @@ class TrainConfig:
         if not 0 < self.lr_min_factor <= 1:
             raise ValueError("train config: lr_min_factor must be in (0, 1]")
 
+    def synth_data(self, crop_size: int) -> dict[str, Any]:
+        """The synthetic data settings (``SynthConfig.from_dict``) of ``data`` at ``crop_size``,
+        seeded with this config's ``seed``."""
+        return {**self.data, "crop_size": crop_size, "seed": self.seed}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         if not isinstance(d, dict):

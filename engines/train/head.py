@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from engines.body import BodyModel
 from engines.featnet import NUM_JOINTS, FeatNetConfig, FeatureNet, normalize_images
@@ -110,7 +110,7 @@ def head_parameters(net: FeatureNet) -> list[nn.Parameter]:
 
 class WideHead(nn.Module):
     """``net.regress`` plus ``extra_hidden`` new pose-MLP units on standardised inputs (their
-    first layer drawn as ``nn.Linear`` draws it, from a generator seeded with ``seed``).
+    first layer initialised by ``nn.Linear`` with torch's generator seeded with ``seed``).
 
     ``net`` is deep-copied (the caller's network is never changed); ``mean`` / ``std`` are the
     flattened training inputs' statistics, ``[24 * C]``."""
@@ -131,12 +131,9 @@ class WideHead(nn.Module):
             raise ValueError("std must be > 0 everywhere")
         self.register_buffer("mean", mean.float().clone())
         self.register_buffer("std", std.float().clone())
-        self.hidden = nn.Linear(n_in, extra_hidden)
-        g = torch.Generator().manual_seed(seed)  # nn.Linear's init, from its own generator
-        bound = 1.0 / math.sqrt(n_in)
-        with torch.no_grad():
-            self.hidden.weight.uniform_(-bound, bound, generator=g)
-            self.hidden.bias.uniform_(-bound, bound, generator=g)
+        with torch.random.fork_rng(devices=[]):  # seeded, the global generator left as it was
+            torch.manual_seed(seed)
+            self.hidden = nn.Linear(n_in, extra_hidden)
         self.out = nn.Linear(extra_hidden, NUM_JOINTS * 6)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -203,17 +200,6 @@ def blend_heads(start: FeatureNet, tuned: FeatureNet, alpha: float) -> FeatureNe
 
 
 # ---------------------------------------------------------------------------------- cache
-class _Indexed(Dataset):
-    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
-        self.dataset, self.indices = dataset, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.dataset[int(self.indices[i])]
-
-
 def cache_key(net: FeatureNet, data: dict[str, Any], split: str, indices: np.ndarray) -> str:
     """What a cache chunk depends on: the network's weights, the data settings and indices."""
     h = hashlib.sha256(net.weights_hash().encode())
@@ -237,8 +223,8 @@ def build_cache(
         return prefix
     prefix.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
-    loader = DataLoader(_Indexed(dataset, indices), batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate)  # fmt: skip
+    loader = DataLoader(Subset(dataset, [int(i) for i in indices]), batch_size=batch_size,
+                        num_workers=workers, collate_fn=collate)  # fmt: skip
     pooled, targets = [], {k: [] for k in TARGET_KEYS}
     with torch.no_grad():
         for b in tqdm(loader, desc=f"render {prefix.name}", unit="batch", disable=not progress):
@@ -392,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_model(args.bundle)
     net = bundle.net.eval()
     size = net.config.input_size
-    data = {**cfg.data, "crop_size": size, "seed": cfg.seed}
+    data = cfg.synth_data(size)
     data["val_length"] = max(args.val_samples, SynthConfig().val_length)
     occ_data = {**data, "occlusion_prob": 1.0, "occlusion_coverage": list(args.occluded_coverage)}
     try:
