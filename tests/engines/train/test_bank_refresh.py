@@ -90,7 +90,12 @@ def test_cli_keeps_the_network_and_records_the_refresh(tmp_path):
     assert torch.equal(new.bank.clutter, old.bank.clutter)
     meta = json.loads(out.with_suffix(".json").read_text())["bank_refresh"]
     assert meta["samples"] == 6 and meta["rows_refreshed"] == int(changed.sum())
-    for bad in (["--samples", "0"], ["--workers", "-1"], ["--min-count", "0"]):
+    for bad in (
+        ["--samples", "0"],
+        ["--workers", "-1"],
+        ["--min-count", "0"],
+        ["--samples", str(10**9)],
+    ):  # more than the train split holds
         with pytest.raises(SystemExit):
             main([*argv, *bad])
         assert torch.get_num_threads() == threads  # rejected before the threads are set
