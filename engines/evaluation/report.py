@@ -43,6 +43,20 @@ def markdown_table(results: dict) -> str:
         for m, r in results[p].items():
             cells = " | ".join(_fmt(r.get(k), d) for k, _, d in _COLUMNS)
             rows.append(f"| {p} | {m} | {cells} |")
+    head_rows = results.get("head") or {}
+    if head_rows:  # the head on more clean frames than the protocols (engines.evaluation.head)
+        label = f"clean, {head_rows['sequences']} seq."
+        for m, r in head_rows.items():
+            if isinstance(r, dict):
+                cells = " | ".join(_fmt(r.get(k), d) for k, _, d in _COLUMNS)
+                rows.append(f"| {label} | {m} | {cells} |")
+        rows += ["", "| clean, more sequences | PA-MPJPE reduction against the mean pose | "
+                 "95% interval | frames |", "|---|---|---|---|"]  # fmt: skip
+        for m, r in head_rows.items():
+            if isinstance(r, dict) and "pa_reduction" in r:
+                lo, hi = (_fmt(v, 3) for v in r["pa_reduction_ci95"])
+                rows.append(f"| {m} | {_fmt(r['pa_reduction'], 3)} | [{lo}, {hi}] | "
+                            f"{r['frames']} |")  # fmt: skip
     paired = results.get("paired") or {}
     if paired:  # the same frames, method against method
         rows += ["", "| protocol | A - B | MPJPE A - B (mm) | 95% interval | A better | frames "

@@ -29,6 +29,7 @@ adversarial patch; the blend keeps most of the gain (README "Training and evalua
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -54,6 +55,7 @@ __all__ = [
     "TARGET_KEYS",
     "HeadFitConfig",
     "WideHead",
+    "average_heads",
     "blend_heads",
     "build_cache",
     "cache_key",
@@ -197,6 +199,18 @@ def blend_heads(start: FeatureNet, tuned: FeatureNet, alpha: float) -> FeatureNe
     net = FeatureNet(FeatNetConfig.from_dict({**tuned.config.to_dict(), "pose_mlp": width}))
     net.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()})
     return net.eval()
+
+
+def average_heads(nets: list[FeatureNet]) -> FeatureNet:
+    """A ``FeatureNet`` whose ``pose6d`` is the mean of ``nets``' (head fine-tunes with one
+    trunk, e.g. fits with other seeds), by :func:`blend_heads` in turn (the k-th at weight 1/k),
+    so its pose MLP holds all their hidden units; betas and camera are the last network's."""
+    if not nets:
+        raise ValueError("average_heads needs at least one network")
+    out = nets[0]
+    for k, net in enumerate(nets[1:], start=2):
+        out = blend_heads(out, net, 1.0 / k)
+    return out
 
 
 # ---------------------------------------------------------------------------------- cache
@@ -362,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part-dropout", type=float, default=HeadFitConfig.part_dropout)
     ap.add_argument("--standardize", choices=("global", "feature"),
                     default=HeadFitConfig.standardize)  # fmt: skip
+    ap.add_argument("--seeds", default="0", help="comma-separated: one head fit per seed, "
+                    "their pose outputs averaged (average_heads)")  # fmt: skip
     ap.add_argument("--blend", type=float, default=1.0, metavar="ALPHA",
                     help="ship ALPHA * the tuned pose head + (1 - ALPHA) * the old")  # fmt: skip
     args = ap.parse_args(argv)
@@ -371,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--occluded-chunks must be >= 0")
     if not 0.0 < args.blend <= 1.0:
         ap.error("--blend must be in (0, 1]")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        ap.error(f"--seeds repeats a seed: {args.seeds!r}")
     fit_cfg = HeadFitConfig(args.extra_hidden, args.epochs, args.lr, args.batch_size,
                             standardize=args.standardize,
                             part_dropout=args.part_dropout)  # fmt: skip
@@ -408,12 +430,16 @@ def main(argv: list[str] | None = None) -> int:
     body = BodyModel.default()
     weights = RegressionWeights.from_dict(cfg.regression)
     val_data = load_cache([val])
-    best, history = fit_head(net, body, load_cache(train), val_data, fit_cfg,
-                             weights)  # fmt: skip
+    train_data = load_cache(train)
+    fits = [fit_head(net, body, train_data, val_data, dataclasses.replace(fit_cfg, seed=s),
+                     weights) for s in seeds]  # fmt: skip
+    history = fits[0][1]
+    best = average_heads([f[0] for f in fits])
     shipped = {}
-    if args.blend < 1.0:
-        best = blend_heads(net, best, args.blend)
-        with torch.no_grad():  # the blended head on the same validation inputs
+    if args.blend < 1.0 or len(seeds) > 1:
+        if args.blend < 1.0:
+            best = blend_heads(net, best, args.blend)
+        with torch.no_grad():  # the shipped head on the same validation inputs
             shipped = evaluate_head(best.regress, body, val_data[0], val_data[1]["joints3d"])
     meta = dict(bundle.metadata)
     meta["head_fit"] = {
@@ -422,11 +448,12 @@ def main(argv: list[str] | None = None) -> int:
         "occluded_chunks": args.occluded_chunks,
         "occluded_coverage": list(args.occluded_coverage),
         "val_samples": args.val_samples, "blend": args.blend, "blend_val": shipped,
-        "history": history, "time_s": round(time.time() - t0, 1),
+        "seeds": seeds, "history": history, "seed_histories": [f[1] for f in fits[1:]],
+        "time_s": round(time.time() - t0, 1),
     }  # fmt: skip
     type(bundle)(best, bundle.nbv_config, bundle.bank, meta).save(args.out)
     first, last = history[0], min(history, key=lambda r: r["pa_mpjpe"])
-    blended = f", blended {shipped['pa_mpjpe']:.1f}" if shipped else ""
+    blended = f", shipped {shipped['pa_mpjpe']:.1f}" if shipped else ""
     print(f"val PA-MPJPE {first['pa_mpjpe']:.1f} -> {last['pa_mpjpe']:.1f} mm (epoch "
           f"{last['epoch']}){blended}; wrote {args.out}", file=sys.stderr)  # fmt: skip
     return 0

@@ -40,7 +40,7 @@ def test_quick_run_on_real_format_data(tmp_path, capsys):
     ])  # fmt: skip
     last = capsys.readouterr().out.strip().splitlines()[-1]
     r = json.loads(last)
-    assert set(r) == {"clean", "advocc80", "paired", "choice", "meta"}
+    assert set(r) == {"clean", "advocc80", "paired", "choice", "meta"}  # no "head": real data
     sweep = r["choice"]["advocc80"]  # the cold fits' choice replayed on a grid
     W, A = len(sweep["part_weight"]), len(sweep["bias"])
     assert np.shape(sweep["mpjpe"]) == np.shape(sweep["flip_share"]) == (W, A)
@@ -70,10 +70,16 @@ def test_quick_run_on_the_validation_split(tmp_path, capsys):
     argv = [
         "--quick", "--model", str(model), "--split", "val", "--protocols", "clean",
         "--frames", "2", "--fit-scale", "0.05", "--warm-steps", "1", "--cold-every", "2",
+        "--head-sequences", "3",
     ]  # fmt: skip
     r = accuracy.run(accuracy.parse_args(argv))
     assert r["meta"]["data"]["synthetic"] == "val split (validation takes)"
     assert r["clean"]["regression"]["frames"] == 2 and 0 <= r["kernel_top1"] <= 1
+    # the head on more sequences: the protocols' one and two more
+    head = r["head"]
+    assert (head["sequences"], head["frames"]) == (3, 6)
+    assert head["mean_pose"]["frames"] == head["regression"]["frames"] == 6
+    assert "pa_reduction_ci95" in head["regression_flip"]
     # like-for-like rows on the cold-fitted frames (frame 0: the warm fit's shared cold start)
     c = r["clean"]
     assert c["regression@cold"]["frames"] == c["warm_fit@cold"]["frames"] == 1
@@ -113,3 +119,12 @@ def test_only_the_standard_run_writes_the_committed_results(tmp_path):
         assert accuracy.results_dir(accuracy.parse_args(argv)) == accuracy.SCRATCH / name, argv
     mine = tmp_path / "res"
     assert accuracy.results_dir(accuracy.parse_args(["--split", "val", "--out", str(mine)])) == mine
+
+
+def test_head_sequences_defaults_and_checks():
+    assert accuracy.parse_args([]).head_sequences == 100  # the full run
+    assert accuracy.parse_args(["--quick"]).head_sequences == 0
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--head-sequences", "-1"])
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(["--sequences", "0"])

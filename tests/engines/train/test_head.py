@@ -14,6 +14,7 @@ from engines.model import load_model
 from engines.train.head import (
     HeadFitConfig,
     WideHead,
+    average_heads,
     blend_heads,
     build_cache,
     cache_key,
@@ -178,6 +179,30 @@ def test_blend_mixes_the_pose_outputs_and_keeps_the_tuned_shape_and_camera(start
         blend_heads(_net(seed=1), tuned, 0.5)
 
 
+def test_average_heads_is_the_mean_pose_output():
+    start = _net()
+    trunk = {k: v for k, v in start.state_dict().items() if not k.startswith(
+        ("pose_", "smpl_proj", "shape_mlp", "cam_mlp"))}  # fmt: skip
+    nets = []
+    for seed, width in ((1, 48), (2, 0), (3, 16)):  # fits of one trunk, other heads
+        n = _net(seed=seed, pose_mlp=width)
+        n.load_state_dict(trunk, strict=False)
+        nets.append(n)
+    pooled = torch.randn(3, 24, SMALL.head_channels)
+    with torch.no_grad():
+        outs = [n.regress(pooled) for n in nets]
+        avg = average_heads(nets)
+        got = avg.regress(pooled)
+    assert avg.config.pose_mlp == 48 + 0 + 16
+    want = sum(o["pose6d"] for o in outs) / 3
+    torch.testing.assert_close(got["pose6d"], want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got["betas"], outs[-1]["betas"])
+    torch.testing.assert_close(got["cam"], outs[-1]["cam"])
+    assert average_heads(nets[:1]) is nets[0]
+    with pytest.raises(ValueError, match="at least one"):
+        average_heads([])
+
+
 @pytest.mark.slow
 def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     out = tmp_path / "m.safetensors"
@@ -189,6 +214,8 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     try:
         assert main(argv) == 0
         assert main([*argv, "--out", str(blended), "--blend", "0.5"]) == 0  # cached renders
+        pair = tmp_path / "pair.safetensors"
+        assert main([*argv, "--out", str(pair), "--seeds", "0,1"]) == 0
     finally:  # the CLI sets the process's intra-op threads (--threads, default 1)
         torch.set_num_threads(threads)
     old, new = load_model(), load_model(out)
@@ -197,6 +224,14 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     fit = json.loads(blended.with_suffix(".json").read_text())["head_fit"]
     assert fit["blend"] == 0.5 and fit["blend_val"]["pa_mpjpe"] > 0
     assert new.net.config.pose_mlp == old.net.config.pose_mlp + 32
+    two = load_model(pair)  # two fits side by side, each the old units plus 32 new ones
+    assert two.net.config.pose_mlp == 2 * (old.net.config.pose_mlp + 32)
+    fit2 = json.loads(pair.with_suffix(".json").read_text())["head_fit"]
+    assert fit2["seeds"] == [0, 1] and len(fit2["seed_histories"]) == 1
+    assert fit2["seed_histories"][0] != fit2["history"]  # another seed, another fit
+    assert fit2["history"] == json.loads(out.with_suffix(".json").read_text())["head_fit"][
+        "history"]  # fmt: skip
+    assert fit2["blend_val"]["pa_mpjpe"] > 0
     assert torch.equal(new.bank.kernel_table(), old.kernel_table())
     x = _images(1)
     x = torch.nn.functional.interpolate(x, size=192)
@@ -213,7 +248,8 @@ def test_cli_writes_a_bundle_with_the_same_features_and_bank(tmp_path):
     keys = {p.name: json.loads(p.read_text())["key"] for p in (tmp_path / "cache").glob("*.json")}
     assert keys["occluded1.json"] != keys["train1.json"]
     for bad in (["--chunks", "0"], ["--occluded-chunks", "-1"],
-                ["--occluded-coverage", "0.6", "0.2"], ["--blend", "0"]):  # fmt: skip
+                ["--occluded-coverage", "0.6", "0.2"], ["--blend", "0"], ["--seeds", "0,0"],
+                ["--seeds", "a"]):  # fmt: skip
         with pytest.raises(SystemExit):
             main([*argv, *bad])  # the small run's settings: without the check it ends fast
         assert torch.get_num_threads() == threads  # rejected before the threads are set
