@@ -63,6 +63,7 @@ __all__ = [
     "fit_head",
     "head_parameters",
     "load_cache",
+    "trunk_hash",
 ]
 
 #: Per-sample targets cached beside the pooled inputs (float32, shapes as in ``BATCH_KEYS``).
@@ -214,9 +215,29 @@ def average_heads(nets: list[FeatureNet]) -> FeatureNet:
 
 
 # ---------------------------------------------------------------------------------- cache
+#: FeatNetConfig fields only the heads use (``FeatureNet.pool`` does not depend on them)
+_HEAD_CONFIG = ("smpl_channels", "mlp_hidden", "init_cam_scale", "pose_mlp")
+
+
+def trunk_hash(net: FeatureNet) -> str:
+    """SHA-256 over what ``FeatureNet.pool`` depends on: the config without the heads' fields
+    and every parameter / buffer outside the heads (name, dtype, shape, bytes). Head
+    fine-tunes and blends of one network share it."""
+    cfg = {k: v for k, v in net.config.to_dict().items() if k not in _HEAD_CONFIG}
+    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+    for name, t in sorted(net.state_dict().items()):
+        if name.startswith(_HEAD_MODULES):
+            continue
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def cache_key(net: FeatureNet, data: dict[str, Any], split: str, indices: np.ndarray) -> str:
-    """What a cache chunk depends on: the network's weights, the data settings and indices."""
-    h = hashlib.sha256(net.weights_hash().encode())
+    """What a cache chunk depends on: the trunk's weights (:func:`trunk_hash`; the heads do not
+    change the pooled inputs), the data settings and the indices."""
+    h = hashlib.sha256(trunk_hash(net).encode())
     h.update(json.dumps({"data": data, "split": split}, sort_keys=True).encode())
     h.update(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
     return h.hexdigest()[:24]

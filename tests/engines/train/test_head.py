@@ -22,6 +22,7 @@ from engines.train.head import (
     head_parameters,
     load_cache,
     main,
+    trunk_hash,
 )
 from tests.engines.train.test_trainer import S, TinySet
 
@@ -110,6 +111,16 @@ def test_cache_round_trip_reuse_and_rebuild(tmp_path):
 
     build_cache(net, Exploding(10, 0), idx, tmp_path / "c1", key, progress=False)
     other = cache_key(_net(seed=1), {"a": 1}, "train", idx)  # other weights: other key
+    # another head on the same trunk (a fine-tune, a blend, a wider MLP): the same pooled inputs
+    headed = _net(pose_mlp=48)
+    trunk = {k: v for k, v in net.state_dict().items() if not k.startswith(
+        ("pose_", "smpl_proj", "shape_mlp", "cam_mlp"))}  # fmt: skip
+    headed.load_state_dict(trunk, strict=False)
+    assert cache_key(headed, {"a": 1}, "train", idx) == key
+    assert trunk_hash(headed) == trunk_hash(net) and headed.weights_hash() != net.weights_hash()
+    with torch.no_grad():
+        next(headed.stem.parameters()).add_(1e-3)
+    assert cache_key(headed, {"a": 1}, "train", idx) != key  # a trunk weight changed
     assert other != key and cache_key(net, {"a": 2}, "train", idx) != key
     assert cache_key(net, {"a": 1}, "train", idx[:5]) != key
     with pytest.raises(AssertionError, match="must not be rebuilt"):
