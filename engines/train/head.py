@@ -24,6 +24,11 @@ pose output ``ALPHA * tuned + (1 - ALPHA) * start`` (per-joint weights mixed, th
 side by side with scaled output rows, so again one plain pose MLP), shape and camera the tuned
 ones'. The wide heads gain on clean and randomly occluded images and lose under the
 adversarial patch; the blend keeps most of the gain (README "Training and evaluation").
+``--seeds 0,1`` fits one head per seed on the same cached inputs and averages their pose
+outputs (:func:`average_heads`, again one plain pose MLP) before any blend.
+
+The cache chunks are keyed by :func:`trunk_hash` (the weights ``pool`` depends on), the data
+settings and the indices, so fine-tunes and blends of one trunk share them.
 """
 
 from __future__ import annotations
