@@ -317,10 +317,17 @@ class FeatureNet(nn.Module):
         return {"pose6d": pose6d, "betas": self.shape_mlp(smpl), "cam": self.cam_mlp(smpl)}
 
     # ------------------------------------------------------------------ checkpoints
-    def weights_hash(self) -> str:
-        """SHA-256 over the config and every parameter/buffer (name, dtype, shape, bytes)."""
-        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+    def weights_hash(
+        self, skip_modules: tuple[str, ...] = (), skip_config: tuple[str, ...] = ()
+    ) -> str:
+        """SHA-256 over the config and every parameter/buffer (name, dtype, shape, bytes),
+        leaving out the tensors of the modules named in ``skip_modules`` (name prefixes) and the
+        config fields in ``skip_config``."""
+        cfg = {k: v for k, v in self.config.to_dict().items() if k not in skip_config}
+        h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
         for name, t in sorted(self.state_dict().items()):
+            if skip_modules and name.startswith(skip_modules):
+                continue
             t = t.detach().to("cpu").contiguous().reshape(-1)
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")

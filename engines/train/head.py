@@ -225,18 +225,9 @@ _HEAD_CONFIG = ("smpl_channels", "mlp_hidden", "init_cam_scale", "pose_mlp")
 
 
 def trunk_hash(net: FeatureNet) -> str:
-    """SHA-256 over what ``FeatureNet.pool`` depends on: the config without the heads' fields
-    and every parameter / buffer outside the heads (name, dtype, shape, bytes). Head
-    fine-tunes and blends of one network share it."""
-    cfg = {k: v for k, v in net.config.to_dict().items() if k not in _HEAD_CONFIG}
-    h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
-    for name, t in sorted(net.state_dict().items()):
-        if name.startswith(_HEAD_MODULES):
-            continue
-        t = t.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """``FeatureNet.weights_hash`` of what ``FeatureNet.pool`` depends on: the heads' modules
+    and config fields left out, so head fine-tunes and blends of one network share it."""
+    return net.weights_hash(skip_modules=_HEAD_MODULES, skip_config=_HEAD_CONFIG)
 
 
 def cache_key(net: FeatureNet, data: dict[str, Any], split: str, indices: np.ndarray) -> str:
@@ -461,12 +452,11 @@ def main(argv: list[str] | None = None) -> int:
                      weights) for s in seeds]  # fmt: skip
     history = fits[0][1]
     best = average_heads([f[0] for f in fits])
-    shipped = {}
+    if args.blend < 1.0:
+        best = blend_heads(net, best, args.blend)
+    shipped = {}  # the shipped head on the validation inputs, when it is not one fit's best
     if args.blend < 1.0 or len(seeds) > 1:
-        if args.blend < 1.0:
-            best = blend_heads(net, best, args.blend)
-        with torch.no_grad():  # the shipped head on the same validation inputs
-            shipped = evaluate_head(best.regress, body, val_data[0], val_data[1]["joints3d"])
+        shipped = evaluate_head(best.regress, body, val_data[0], val_data[1]["joints3d"])
     meta = dict(bundle.metadata)
     meta["head_fit"] = {
         "from": repo_relative(args.bundle), "from_weights_hash": net.weights_hash(),
